@@ -1,0 +1,319 @@
+"""Compress a video into an .itok file and back: windows -> model -> router -> container.
+
+Frames stream through in coding windows of `window` = 1 + 4k frames that overlap by `overlap`
+frames, so memory is bounded by one window whatever the video's length. Each window is padded to the
+model's stride (edge pixels repeated; cropped back on decode) and a short last window is padded in time
+by repeating its last frame to the nearest 1 + 4k (the padding is dropped on decode).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .container import Header, ItokReader, ItokWriter
+from .model import SPATIAL_STRIDE, TEMPORAL_STRIDE, InfoTok
+from .router import STRATEGIES, position_error, tokens_for_rate, top_k_mask, video_rates, window_rate
+from .video_io import VideoInfo, VideoWriter, iter_frames, probe_video
+from .weights import LoadedModel
+
+Progress = Callable[[int, int], None]  # (frames done, frames total)
+MaskFn = Callable[[torch.Tensor, int], torch.Tensor]  # (error [t,h,w], k) -> keep mask
+
+
+class CodecError(Exception):
+    """One-line, user-facing problem with the coding parameters or the model."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CodecError("--device cuda asked for, but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise CodecError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def padded_length(frames: int) -> int:
+    """Smallest 1 + 4k that is >= frames."""
+    return 1 + -(-(frames - 1) // TEMPORAL_STRIDE) * TEMPORAL_STRIDE
+
+
+def plan_windows(num_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """(first frame, frame count) of each coding window; consecutive windows share `overlap` frames."""
+    check_window(window, overlap)
+    plan, start = [], 0
+    while True:
+        count = min(window, num_frames - start)
+        plan.append((start, count))
+        if start + count >= num_frames:
+            return plan
+        start += window - overlap
+
+
+def check_window(window: int, overlap: int) -> None:
+    if window < 1 or (window - 1) % TEMPORAL_STRIDE:
+        raise CodecError(f"--window must be 1 + 4k frames (e.g. 17, 33), got {window}")
+    if not 0 <= overlap < window or (window > 1 and overlap > (window - 1) // 2):
+        raise CodecError(f"--overlap must be between 0 and half the window, got {overlap}")
+
+
+def iter_windows(frames: Iterator[np.ndarray], num_frames: int, window: int, overlap: int
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+    """Group a frame stream into (first frame, frames [n,H,W,3]) windows, keeping only one window."""
+    plan = plan_windows(num_frames, window, overlap)
+    buffer: list[np.ndarray] = []
+    buffer_start = 0
+    for start, count in plan:
+        drop = start - buffer_start  # frames of the previous window that are not shared
+        buffer, buffer_start = buffer[drop:], start
+        while len(buffer) < count:
+            try:
+                buffer.append(next(frames))
+            except StopIteration:
+                raise CodecError(f"the video ended after {start + len(buffer)} of {num_frames} frames") from None
+        yield start, np.stack(buffer[:count])
+
+
+def to_model_input(frames: np.ndarray, padded_hw: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """uint8 [n,H,W,3] -> float [1,3,T,Hp,Wp] in [-1, 1], padded in time (1 + 4k) and space (stride)."""
+    n, h, w, _ = frames.shape
+    x = torch.from_numpy(frames).to(device).permute(3, 0, 1, 2).float().div_(127.5).sub_(1)
+    hp, wp = padded_hw
+    if (hp, wp) != (h, w):  # repeat edge pixels: cheaper to code than a black border
+        x = torch.nn.functional.pad(x, (0, wp - w, 0, hp - h), mode="replicate")
+    t = padded_length(n)
+    if t > n:
+        x = torch.cat([x, x[:, -1:].expand(-1, t - n, -1, -1)], dim=1)
+    return x[None]
+
+
+def to_frames(x: torch.Tensor, n: int, h: int, w: int) -> np.ndarray:
+    """float [1,3,T,Hp,Wp] -> uint8 [n,h,w,3] (crop the padding)."""
+    x = x[0, :, :n, :h, :w].float().clamp(-1, 1).add(1).mul(127.5).round()
+    return x.to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+
+
+@dataclass
+class WindowAnalysis:
+    """The router's view of one window: all token indices and the per-position full-rate error."""
+
+    start: int
+    count: int
+    padded: int
+    indices: torch.Tensor  # int64 [t,h,w]
+    error: torch.Tensor  # float32 [t,h,w]
+
+
+class Tokenizer:
+    """A loaded model on a device, with the window-level operations the codec and eval need."""
+
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto"):
+        self.loaded = loaded
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.model: InfoTok = loaded.model.to(self.device).eval()
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    @torch.no_grad()
+    def analyse(self, frames: np.ndarray, start: int, padded_hw: tuple[int, int]) -> WindowAnalysis:
+        """Encode a window, decode all its tokens once (the full-rate pass) and measure the error."""
+        x = to_model_input(frames, padded_hw, self.device)
+        with self.autocast():
+            codes, indices = self.model.encode(x)
+            x_full = self.model.decode(codes)
+        error = position_error(x, x_full)[0].cpu()
+        return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(), error)
+
+    @torch.no_grad()
+    def reconstruct(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Token indices [t,h,w] + keep mask -> frames [1,3,T,Hp,Wp] in [-1, 1]."""
+        with self.autocast():
+            return self.model.decode_indices(indices[None].to(self.device), keep[None].to(self.device)).float()
+
+
+@dataclass
+class CompressResult:
+    input: str
+    output: str
+    frames: int
+    width: int
+    height: int
+    windows: int
+    tokens_kept: int
+    tokens_max: int
+    keep_rate: float
+    bpp16: float
+    file_bytes: int
+    bits_per_pixel: float
+    seconds: float
+    frames_per_second: float
+    window_rates: list[float] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def notices_for(info: VideoInfo) -> list[str]:
+    notes = []
+    if info.has_audio:
+        notes.append("the input has audio; only the video stream is coded (audio is not kept)")
+    if info.bit_depth > 8:
+        notes.append(f"the input is {info.bit_depth}-bit; it is converted to 8-bit")
+    return notes
+
+
+def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: float = 0.5,
+                   strategy: str = "global", window: int = 33, overlap: int = 3, overwrite: bool = False,
+                   progress: Progress | None = None, mask_fn: MaskFn | None = None) -> CompressResult:
+    """Compress `src` to the .itok file `dst`; returns the statistics of the result.
+
+    `mask_fn` replaces the router's placement (top-k by error) for baselines; the number of kept tokens
+    still follows the strategy.
+    """
+    if strategy not in STRATEGIES:
+        raise CodecError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if not 1 / 16 <= beta <= 1:
+        raise CodecError(f"--beta must be between 1/16 (0.0625) and 1, got {beta}")
+    check_window(window, overlap)
+    t0 = time.perf_counter()
+    info = probe_video(src)
+    hp = -(-info.height // SPATIAL_STRIDE) * SPATIAL_STRIDE
+    wp = -(-info.width // SPATIAL_STRIDE) * SPATIAL_STRIDE
+    header = Header(
+        source_name=info.name, width=info.width, height=info.height, num_frames=info.num_frames,
+        fps_num=info.fps_num, fps_den=info.fps_den, time_base_num=info.time_base_num,
+        time_base_den=info.time_base_den, pts=list(info.pts), rotation=info.rotation,
+        sar_num=info.sar_num, sar_den=info.sar_den, model_name=tok.loaded.name,
+        weights_sha256=tok.loaded.sha256, window=window, overlap=overlap, beta=float(beta),
+        strategy=strategy, padded_width=wp, padded_height=hp, encoder_version=__version__,
+    )
+    choose = mask_fn or top_k_mask
+    rates: list[float] = []
+    kept = capacity = 0
+    with ItokWriter(dst, header, overwrite=overwrite) as writer:
+
+        def emit(a: WindowAnalysis, rate: float) -> None:
+            nonlocal kept, capacity
+            k = tokens_for_rate(rate, a.error.numel())
+            keep = choose(a.error, k)
+            tokens = a.indices[keep].numpy().astype(np.uint16)  # raster order of the kept positions
+            writer.write_window(a.start, a.count, a.padded, keep.numpy(), tokens)
+            rates.append(k / a.error.numel())
+            kept += k
+            capacity += a.error.numel()
+
+        pending: list[WindowAnalysis] = []  # the `video` strategy needs every window's error first
+        for start, frames in iter_windows(iter_frames(src, info), info.num_frames, window, overlap):
+            a = tok.analyse(frames, start, (hp, wp))
+            if strategy == "video":
+                pending.append(a)
+            else:
+                emit(a, window_rate(strategy, beta, a.error.mean().item(), tok.loaded.e_ref))
+            if progress:
+                progress(start + frames.shape[0], info.num_frames)
+        if pending:
+            for a, r in zip(pending, video_rates(beta, [a.error.mean().item() for a in pending],
+                                                 [a.error.numel() for a in pending])):
+                emit(a, r)
+    seconds = time.perf_counter() - t0
+    size = Path(dst).stat().st_size
+    keep_rate = kept / capacity
+    return CompressResult(
+        input=str(src), output=str(dst), frames=info.num_frames, width=info.width, height=info.height,
+        windows=len(rates), tokens_kept=kept, tokens_max=capacity, keep_rate=keep_rate,
+        bpp16=keep_rate + 1 / 16, file_bytes=size,
+        bits_per_pixel=8 * size / (info.num_frames * info.width * info.height), seconds=seconds,
+        frames_per_second=info.num_frames / seconds, window_rates=rates, notices=notices_for(info),
+    )
+
+
+def blend_weights(overlap: int) -> np.ndarray:
+    """Weights of the earlier window on the shared frames: 0.75, 0.5, 0.25 for an overlap of 3."""
+    return np.array([(overlap - i) / (overlap + 1) for i in range(overlap)], dtype=np.float32)
+
+
+def iter_decoded(reader: ItokReader, tok: Tokenizer, progress: Progress | None = None) -> Iterator[np.ndarray]:
+    """Decode an open .itok file frame by frame (uint8 [H,W,3]), blending window overlaps."""
+    h = reader.header
+    carry: np.ndarray | None = None  # last frames of the previous window, waiting to be blended
+    carry_end = 0
+    done = 0
+    for meta in reader.windows:
+        rec = reader.read_window(meta.index)
+        keep = torch.from_numpy(rec.keep_mask)
+        indices = torch.zeros(keep.shape, dtype=torch.int64)
+        indices[keep] = torch.from_numpy(rec.tokens.astype(np.int64))
+        frames = to_frames(tok.reconstruct(indices, keep), meta.frame_count, h.height, h.width)
+        shared = carry_end - meta.frame_start
+        if carry is not None and shared > 0:
+            w = blend_weights(shared)[:, None, None, None]
+            mixed = carry[-shared:].astype(np.float32) * w + frames[:shared].astype(np.float32) * (1 - w)
+            frames[:shared] = np.round(mixed).astype(np.uint8)
+        if carry is not None:
+            yield from carry[: len(carry) - max(shared, 0)]
+        overlap_next = min(h.overlap, meta.frame_count - 1) if meta.index + 1 < len(reader.windows) else 0
+        cut = meta.frame_count - overlap_next
+        yield from frames[:cut]
+        done += cut
+        carry, carry_end = frames[cut:], meta.frame_start + meta.frame_count
+        if progress:
+            progress(done, h.num_frames)
+    if carry is not None and len(carry):
+        yield from carry
+
+
+@dataclass
+class DecompressResult:
+    input: str
+    output: str
+    frames: int
+    width: int
+    height: int
+    seconds: float
+    frames_per_second: float
+    lossless: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_model_matches(header: Header, tok: Tokenizer) -> None:
+    if header.weights_sha256 != tok.loaded.sha256:
+        raise CodecError(
+            f"the file was made with model {header.model_name} (weights {header.weights_sha256[:12]}), "
+            f"but the model given is {tok.loaded.name} (weights {tok.loaded.sha256[:12]}); "
+            "pass the matching --model")
+
+
+def decompress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, lossless: bool = False,
+                     overwrite: bool = False, progress: Progress | None = None) -> DecompressResult:
+    """Decode the .itok file `src` to the video `dst` with the source's size, frame count and timing."""
+    t0 = time.perf_counter()
+    with ItokReader(src) as reader:
+        h = reader.header
+        check_model_matches(h, tok)
+        fps = Fraction(h.fps_num, h.fps_den)
+        with VideoWriter(dst, h.width, h.height, fps, pts=list(h.pts),
+                         time_base=Fraction(h.time_base_num, h.time_base_den), rotation=h.rotation,
+                         sar=Fraction(h.sar_num, h.sar_den), lossless=lossless, overwrite=overwrite) as out:
+            count = 0
+            for frame in iter_decoded(reader, tok, progress):
+                out.write(frame)
+                count += 1
+            if count != h.num_frames:  # raised inside the writer, so no partial output is left
+                raise CodecError(f"decoded {count} frames, but the file declares {h.num_frames}")
+    seconds = time.perf_counter() - t0
+    return DecompressResult(input=str(src), output=str(dst), frames=count, width=h.width, height=h.height,
+                            seconds=seconds, frames_per_second=count / seconds, lossless=lossless)

@@ -1,0 +1,395 @@
+"""The InfoTok tokenizer model, top to bottom.
+
+Data flow (one coding window of T = 1 + 4k frames, pixels in [-1, 1]):
+
+    frames [B,3,T,H,W]
+      -> Encoder        causal 4x8x8 compression: frame 0 alone, then groups of 4 frames
+      -> Compressor     transformer over latent tokens (attention inside 8x8 spatial windows,
+                        block-causal across latent frames) -> 6 dims
+      -> FSQ            levels (8,8,8,5,5,5) = 64,000 codes, one token per latent position
+      -> (router keeps a subset of positions; see router.py)
+      -> Decompressor   transformer that fills dropped positions (it is told which ones)
+      -> Decoder        mirror of the encoder back to frames
+
+Design notes (why it looks like this): a 2-core CPU cannot afford 3-D convolutions at full
+resolution or dense attention over every token of a window. The encoder therefore
+pixel-unshuffles 4x4 first, runs 2-D convolutions per frame at 1/4 and 1/8 resolution, folds
+each group of 4 frames into channels, and mixes time only at the latent resolution with causal
+3-D convolutions. Attention is local in space (8x8 windows, plus a depthwise convolution in every
+MLP to pass information across window borders) and causal in time, so cost grows linearly with
+frames and pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TEMPORAL_STRIDE = 4
+SPATIAL_STRIDE = 8
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of one InfoTok model; stored as JSON in the weights' metadata."""
+
+    name: str = "infotok-s"
+    levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)
+    channels_quarter: int = 48  # conv width at 1/4 resolution
+    channels_eighth: int = 96  # conv width at 1/8 resolution
+    blocks_quarter: int = 1
+    blocks_eighth: int = 2
+    latent_dim: int = 128  # channels per latent position (before the 6-dim bottleneck)
+    temporal_blocks: int = 1  # causal (2+1)-D residual blocks at latent resolution
+    width: int = 128  # transformer width
+    heads: int = 4
+    compressor_layers: int = 2
+    decompressor_layers: int = 2
+    attn_window: int = 8  # spatial attention window in latent positions
+    max_latent_frames: int = 64  # size of the learned temporal embedding table
+    frame_chunk: int = 8  # latent frames per chunk in the per-frame 2-D stages (bounds memory)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if "levels" in kwargs:
+            kwargs["levels"] = tuple(int(v) for v in kwargs["levels"])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["levels"] = list(self.levels)
+        return d
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def latent_frames(num_frames: int) -> int:
+    """Latent frames for a window of num_frames = 1 + 4k frames."""
+    if num_frames < 1 or (num_frames - 1) % TEMPORAL_STRIDE:
+        raise ValueError(f"window length must be 1 + 4k frames, got {num_frames}")
+    return 1 + (num_frames - 1) // TEMPORAL_STRIDE
+
+
+def causal_pad(x: torch.Tensor) -> torch.Tensor:
+    """Repeat frame 0 three times in front ([B,C,T,...] -> [B,C,T+3,...]) so that frame 0 forms
+    a latent frame on its own and every later group of 4 frames forms one latent frame."""
+    first = x[:, :, :1].expand(-1, -1, TEMPORAL_STRIDE - 1, *x.shape[3:])
+    return torch.cat([first, x], dim=2)
+
+
+# ----------------------------------------------------------------------------- conv layers
+
+
+class ResBlock2d(nn.Module):
+    """conv3x3 -> SiLU -> conv3x3 with a skip; no normalisation (fast on CPU, stable at this
+    depth because the second conv starts near zero)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.bias)
+        self.conv2.weight.data.mul_(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class CausalTemporalConv(nn.Module):
+    """Kernel-3 convolution along latent time that only looks at the current and two earlier latent
+    frames (the first latent frame is replicated in front)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv3d(ch, ch, (3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([x[:, :, :1]] * 2 + [x], dim=2))
+
+
+class ResBlock3dCausal(nn.Module):
+    """Factorised (2+1)-D residual block at latent resolution: causal temporal conv, then a spatial
+    3x3 conv; less than half the cost of a full 3x3x3 kernel."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.temporal = CausalTemporalConv(ch)
+        self.spatial = nn.Conv3d(ch, ch, (1, 3, 3), padding=(0, 1, 1))
+        nn.init.zeros_(self.spatial.bias)
+        self.spatial.weight.data.mul_(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.spatial(F.silu(self.temporal(F.silu(x))))
+
+
+# ----------------------------------------------------------------------------- encoder / decoder
+
+
+class Encoder(nn.Module):
+    """frames [B,3,T,H,W] -> latents [B,D,t,H/8,W/8]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c4, c8 = cfg.channels_quarter, cfg.channels_eighth
+        self.frame_chunk = cfg.frame_chunk
+        self.stem = nn.Conv2d(3 * 16, c4, 3, padding=1)
+        self.quarter = nn.Sequential(*[ResBlock2d(c4) for _ in range(cfg.blocks_quarter)])
+        self.down = nn.Conv2d(4 * c4, c8, 1)
+        self.eighth = nn.Sequential(*[ResBlock2d(c8) for _ in range(cfg.blocks_eighth)])
+        self.fold_time = nn.Conv2d(TEMPORAL_STRIDE * c8, cfg.latent_dim, 1)
+        self.temporal = nn.Sequential(*[ResBlock3dCausal(cfg.latent_dim) for _ in range(cfg.temporal_blocks)])
+
+    def per_frame(self, frames: torch.Tensor) -> torch.Tensor:
+        """[N,3,H,W] -> [N,c8,H/8,W/8], each frame on its own."""
+        x = self.stem(F.pixel_unshuffle(frames, 4))
+        x = self.quarter(x)
+        x = self.down(F.pixel_unshuffle(x, 2))
+        return self.eighth(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, n, hh, ww = x.shape
+        t = latent_frames(n)
+        x = causal_pad(x)  # [B,3,4t,H,W]
+        chunks = []
+        for t0 in range(0, t, self.frame_chunk):  # 2-D stage in chunks of latent frames
+            t1 = min(t, t0 + self.frame_chunk)
+            frames = x[:, :, 4 * t0 : 4 * t1].permute(0, 2, 1, 3, 4).reshape(-1, 3, hh, ww)
+            f = self.per_frame(frames)  # [B*4*(t1-t0), c8, h, w]
+            f = f.reshape(b, t1 - t0, TEMPORAL_STRIDE * f.shape[1], *f.shape[2:])
+            f = self.fold_time(f.flatten(0, 1))  # group of 4 frames -> one latent frame
+            chunks.append(f.reshape(b, t1 - t0, *f.shape[1:]))
+        z = torch.cat(chunks, dim=1).permute(0, 2, 1, 3, 4)  # [B,D,t,h,w]
+        return self.temporal(z)
+
+
+class Decoder(nn.Module):
+    """latents [B,D,t,h,w] -> frames [B,3,T,8h,8w] with T = 1 + 4(t-1)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c4, c8 = cfg.channels_quarter, cfg.channels_eighth
+        self.frame_chunk = cfg.frame_chunk
+        self.c8 = c8
+        self.temporal = nn.Sequential(*[ResBlock3dCausal(cfg.latent_dim) for _ in range(cfg.temporal_blocks)])
+        self.unfold_time = nn.Conv2d(cfg.latent_dim, TEMPORAL_STRIDE * c8, 1)
+        self.eighth = nn.Sequential(*[ResBlock2d(c8) for _ in range(cfg.blocks_eighth)])
+        self.up = nn.Conv2d(c8, 4 * c4, 1)
+        self.quarter = nn.Sequential(*[ResBlock2d(c4) for _ in range(cfg.blocks_quarter)])
+        self.head = nn.Conv2d(c4, 3 * 16, 3, padding=1)
+
+    def per_frame(self, f: torch.Tensor) -> torch.Tensor:
+        x = self.eighth(f)
+        x = self.quarter(F.pixel_shuffle(self.up(x), 2))
+        return F.pixel_shuffle(self.head(F.silu(x)), 4)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = self.temporal(z)
+        b, _, t, h, w = z.shape
+        zt = z.permute(0, 2, 1, 3, 4)  # [B,t,D,h,w]
+        chunks = []
+        for t0 in range(0, t, self.frame_chunk):
+            t1 = min(t, t0 + self.frame_chunk)
+            f = self.unfold_time(zt[:, t0:t1].flatten(0, 1))  # [B*(t1-t0), 4*c8, h, w]
+            f = f.reshape(-1, self.c8, h, w)  # 4 frames per latent frame
+            frames = self.per_frame(f).reshape(b, TEMPORAL_STRIDE * (t1 - t0), 3, 8 * h, 8 * w)
+            chunks.append(frames)
+        x = torch.cat(chunks, dim=1).permute(0, 2, 1, 3, 4)  # [B,3,4t,H,W]
+        return x[:, :, TEMPORAL_STRIDE - 1 :]  # drop the three causal-padding frames
+
+
+# ----------------------------------------------------------------------------- transformer
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+class WindowAttention(nn.Module):
+    """Attention among the tokens of one spatial window across latent frames, block-causal in
+    time: a token sees every token of its own and earlier latent frames in its window."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n, length, c = x.shape  # n = batch x windows, length = t x window area
+        q, k, v = self.qkv(x).view(n, length, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(n, length, c))
+
+
+class ConvMLP(nn.Module):
+    """SwiGLU MLP with a depthwise 3x3 convolution over the latent grid, which carries
+    information across attention-window borders and gives tokens a sense of position."""
+
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.fc_in = nn.Linear(width, 2 * hidden)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc_out = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B,t,h,w,C]
+        b, t, h, w, _ = x.shape
+        a, gate = self.fc_in(x).chunk(2, dim=-1)
+        a = a.reshape(b * t, h, w, -1).permute(0, 3, 1, 2)
+        a = self.dwconv(a).permute(0, 2, 3, 1).reshape(b, t, h, w, -1)
+        return self.fc_out(F.silu(gate) * a)
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.norm1 = RMSNorm(width)
+        self.attn = WindowAttention(width, heads)
+        self.norm2 = RMSNorm(width)
+        self.mlp = ConvMLP(width, 2 * width)
+
+    def forward(self, x: torch.Tensor, win: int, mask: torch.Tensor) -> torch.Tensor:
+        # x: [B,t,h,w,C] with h, w multiples of win
+        b, t, h, w, c = x.shape
+        y = self.norm1(x)
+        y = y.view(b, t, h // win, win, w // win, win, c).permute(0, 2, 4, 1, 3, 5, 6)
+        y = self.attn(y.reshape(-1, t * win * win, c), mask)
+        y = y.view(b, h // win, w // win, t, win, win, c).permute(0, 3, 1, 4, 2, 5, 6)
+        x = x + y.reshape(b, t, h, w, c)
+        return x + self.mlp(self.norm2(x))
+
+
+class TokenTransformer(nn.Module):
+    """Transformer over a latent grid [B,t,h,w,C] (the adaptive compressor or decompressor)."""
+
+    def __init__(self, cfg: ModelConfig, layers: int):
+        super().__init__()
+        self.win = cfg.attn_window
+        self.time_embed = nn.Parameter(torch.zeros(cfg.max_latent_frames, cfg.width))
+        self.space_embed = nn.Parameter(torch.zeros(cfg.attn_window * cfg.attn_window, cfg.width))
+        nn.init.normal_(self.time_embed, std=0.02)
+        nn.init.normal_(self.space_embed, std=0.02)
+        self.blocks = nn.ModuleList([Block(cfg.width, cfg.heads) for _ in range(layers)])
+        self.norm = RMSNorm(cfg.width)
+
+    def attention_mask(self, t: int, h: int, w: int, hp: int, wp: int, batch: int, device) -> torch.Tensor:
+        """Boolean mask [batch*windows, 1, L, L]: block-causal in time, padded keys hidden."""
+        win, area = self.win, self.win * self.win
+        frame = torch.arange(t, device=device).repeat_interleave(area)
+        causal = frame[None, :] <= frame[:, None]  # [L, L]
+        valid = torch.zeros(hp, wp, dtype=torch.bool, device=device)
+        valid[:h, :w] = True
+        valid = valid.view(hp // win, win, wp // win, win).permute(0, 2, 1, 3).reshape(-1, area)
+        valid = valid.repeat(1, t)  # [windows, L]
+        mask = causal[None] & valid[:, None, :]
+        return mask[:, None].repeat(batch, 1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, h, w, c = x.shape
+        win = self.win
+        hp, wp = -(-h // win) * win, -(-w // win) * win
+        tidx = torch.arange(t, device=x.device).clamp(max=self.time_embed.shape[0] - 1)
+        x = x + self.time_embed[tidx].view(1, t, 1, 1, c).to(x.dtype)
+        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+        space = self.space_embed.view(win, win, c).repeat(hp // win, wp // win, 1)  # position in window
+        x = x + space.to(x.dtype)
+        mask = self.attention_mask(t, h, w, hp, wp, b, x.device)
+        for blk in self.blocks:
+            x = blk(x, win, mask)
+        return self.norm(x[:, :, :h, :w])
+
+
+# ----------------------------------------------------------------------------- quantizer
+
+
+class FSQ(nn.Module):
+    """Finite scalar quantisation: each of len(levels) dims is bounded and rounded to one of
+    L_i values; the token index is the mixed-radix number of the digits."""
+
+    def __init__(self, levels: tuple[int, ...]):
+        super().__init__()
+        lv = torch.tensor(levels, dtype=torch.float32)
+        self.register_buffer("levels", lv, persistent=False)
+        basis = torch.cumprod(torch.tensor([1, *levels[:-1]], dtype=torch.int64), 0)
+        self.register_buffer("basis", basis, persistent=False)
+        self.codebook_size = int(math.prod(levels))
+
+    def bound(self, z: torch.Tensor) -> torch.Tensor:
+        half = (self.levels - 1) * (1 + 1e-3) / 2
+        offset = torch.where(self.levels % 2 == 0, 0.5, 0.0)
+        shift = torch.atanh(offset / half)
+        return torch.tanh(z + shift) * half - offset
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z [..., d] -> (codes in [-1, 1] with straight-through gradient, indices [...])."""
+        bounded = self.bound(z.float())
+        rounded = bounded + (bounded.round() - bounded).detach()
+        half_width = (self.levels // 2)
+        digits = (rounded.detach().round() + half_width).long()
+        indices = (digits * self.basis).sum(-1)
+        return rounded / half_width, indices
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        digits = (indices.long()[..., None] // self.basis) % self.levels.long()
+        half_width = self.levels // 2
+        return (digits.float() - half_width) / half_width
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class InfoTok(nn.Module):
+    """Encoder -> compressor -> FSQ tokens; tokens + keep mask -> decompressor -> decoder."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = len(cfg.levels)
+        self.encoder = Encoder(cfg)
+        self.enc_in = nn.Linear(cfg.latent_dim, cfg.width)
+        self.compressor = TokenTransformer(cfg, cfg.compressor_layers)
+        self.to_code = nn.Linear(cfg.width, d)
+        self.quantizer = FSQ(cfg.levels)
+        self.from_code = nn.Linear(d, cfg.width)
+        self.dropped_token = nn.Parameter(torch.zeros(cfg.width))  # the decoder knows what is missing
+        nn.init.normal_(self.dropped_token, std=0.02)
+        self.decompressor = TokenTransformer(cfg, cfg.decompressor_layers)
+        self.dec_out = nn.Linear(cfg.width, cfg.latent_dim)
+        self.decoder = Decoder(cfg)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames [B,3,T,H,W] in [-1,1] -> (codes [B,t,h,w,6], indices [B,t,h,w])."""
+        z = self.encoder(x).permute(0, 2, 3, 4, 1)  # [B,t,h,w,D]
+        z = self.compressor(self.enc_in(z))
+        return self.quantizer(self.to_code(z))
+
+    def decode(self, codes: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """codes [B,t,h,w,6] and keep mask [B,t,h,w] (True = sent) -> frames [B,3,T,H,W]."""
+        y = self.from_code(codes.to(self.from_code.weight.dtype))
+        if keep is not None:
+            y = torch.where(keep[..., None], y, self.dropped_token.to(y.dtype))
+        y = self.dec_out(self.decompressor(y)).permute(0, 4, 1, 2, 3)
+        return self.decoder(y)
+
+    def decode_indices(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Token indices [B,t,h,w] (values at dropped positions are ignored) -> frames."""
+        return self.decode(self.quantizer.indices_to_codes(indices), keep)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,428 @@
+"""Training script for the InfoTok model (InfoTok-Flex: one model for many keep rates).
+
+One step: encode a batch of random clips, decode all tokens without gradients to get the router's
+per-position error, draw a keep rate per clip from {1, 0.75, 0.5, 0.25}, keep the positions with the
+largest error, decode the kept tokens with gradients, and minimise L1 + w x (1 - SSIM).
+
+Runs on one process, or on many with torch.distributed (DDP; launch with torchrun; gloo on CPU,
+nccl on GPU). Checkpoints are safetensors files (no pickle) in the run directory; `resume=True` continues
+from the latest one. At the end the EMA weights, the config, e_ref (mean full-rate per-position error
+over training data) and a training summary are written to `out`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .metrics import ssim_loss
+from .model import InfoTok, ModelConfig, count_parameters
+from .router import position_error, tokens_for_rate, top_k_mask
+from .video_io import iter_frames
+from .weights import save_weights
+
+VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
+
+
+@dataclass
+class TrainConfig:
+    data: list[str] = field(default_factory=list)  # folders (searched recursively) or video files
+    out: str = "model.safetensors"
+    run_dir: str = "runs/train"
+    resume: bool = False
+    steps: int = 10000
+    batch: int = 8  # clips per step (per process)
+    clip_frames: int = 9  # 1 + 4k
+    crops: tuple[tuple[int, int], ...] = ((64, 64), (48, 96), (96, 48), (80, 80))  # (H, W), several aspects
+    downscale_prob: float = 0.25  # sometimes halve a clip first, to see zoomed-out content too
+    rates: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    lr: float = 1e-3
+    min_lr: float = 2e-5
+    warmup: int = 300
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    ema_decay: float = 0.999
+    ssim_weight: float = 0.2
+    grad_clip: float = 1.0
+    val_fraction: float = 0.1
+    max_frames_per_video: int = 300
+    seed: int = 0
+    bf16: bool = True
+    log_every: int = 25
+    val_every: int = 500
+    checkpoint_every: int = 250
+    model: dict = field(default_factory=dict)  # ModelConfig overrides
+
+
+_TUPLE_FIELDS = {"crops": lambda v: tuple((int(h), int(w)) for h, w in v),
+                 "rates": lambda v: tuple(float(r) for r in v),
+                 "betas": lambda v: tuple(float(b) for b in v)}
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """A TrainConfig from plain (JSON) values; unknown keys or malformed values raise ValueError."""
+    unknown = sorted(set(d) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
+    kwargs = dict(d)
+    for key, convert in _TUPLE_FIELDS.items():
+        if key in kwargs:
+            try:
+                kwargs[key] = convert(kwargs[key])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"malformed training setting {key!r}: {exc}") from None
+    cfg = TrainConfig(**kwargs)
+    if cfg.clip_frames < 1 or (cfg.clip_frames - 1) % 4:
+        raise ValueError(f"clip_frames must be 1 + 4k, got {cfg.clip_frames}")
+    if not cfg.crops or any(h < 8 or w < 8 or h % 8 or w % 8 for h, w in cfg.crops):
+        raise ValueError(f"crops must be (height, width) multiples of 8, got {cfg.crops}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def find_videos(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += [f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS]
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"training data not found: {p}")
+    return sorted(set(files))
+
+
+def split_train_val(files: list[Path], val_fraction: float) -> tuple[list[Path], list[Path]]:
+    """Hold back about val_fraction of the clips, whole sources at a time (segments of one source such
+    as 'bottle-detection-01..04' stay together), chosen by a hash so the split is stable."""
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        groups.setdefault(re.sub(r"-\d+$", "", f.stem), []).append(f)
+    order = sorted(groups, key=lambda g: hashlib.sha1(g.encode()).hexdigest())
+    val: list[Path] = []
+    for g in order:
+        if len(val) >= val_fraction * len(files):
+            break
+        val += groups[g]
+    val_set = set(val)
+    return [f for f in files if f not in val_set], sorted(val)
+
+
+def load_clip(path: Path, max_frames: int) -> torch.Tensor:
+    """All frames (up to max_frames) of a video as uint8 [T,H,W,3]."""
+    frames = []
+    for i, frame in enumerate(iter_frames(path)):
+        if i >= max_frames:
+            break
+        frames.append(torch.from_numpy(frame))
+    return torch.stack(frames)
+
+
+class ClipSampler:
+    """Random training windows: random video (weighted by length), start, crop, flips, reversal."""
+
+    def __init__(self, videos: list[torch.Tensor], cfg: TrainConfig, seed: int):
+        self.videos = [v for v in videos if v.shape[0] >= cfg.clip_frames]
+        if not self.videos:
+            raise ValueError(f"no training video has the {cfg.clip_frames} frames a clip needs")
+        self.cfg = cfg
+        self.rng = random.Random(seed)
+        self.weights = [v.shape[0] for v in self.videos]
+
+    def sample(self) -> torch.Tensor:
+        """A batch [B,3,T,H,W] in [-1, 1] with one crop shape for the whole batch."""
+        cfg = self.cfg
+        ch, cw = self.rng.choice(cfg.crops)
+        clips = []
+        for v in self.rng.choices(self.videos, weights=self.weights, k=cfg.batch):
+            n, h, w, _ = v.shape
+            down = self.rng.random() < cfg.downscale_prob and h >= 2 * ch and w >= 2 * cw
+            sh, sw = (2 * ch, 2 * cw) if down else (ch, cw)
+            sh, sw = min(sh, h), min(sw, w)
+            t0 = self.rng.randrange(n - cfg.clip_frames + 1)
+            y0, x0 = self.rng.randrange(h - sh + 1), self.rng.randrange(w - sw + 1)
+            clip = v[t0 : t0 + cfg.clip_frames, y0 : y0 + sh, x0 : x0 + sw].permute(3, 0, 1, 2).float()
+            if (sh, sw) != (ch, cw):
+                clip = F.interpolate(clip, size=(ch, cw), mode="area" if down else "bilinear")
+            if self.rng.random() < 0.5:
+                clip = clip.flip(-1)
+            if self.rng.random() < 0.5:
+                clip = clip.flip(1)  # temporal reversal
+            clips.append(clip)
+        return torch.stack(clips) / 127.5 - 1
+
+
+# ----------------------------------------------------------------------------- the Flex objective
+
+
+class FlexObjective(nn.Module):
+    """Wraps the model so that DDP sees one forward: router pass without gradients, masked decode."""
+
+    def __init__(self, model: InfoTok):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, rates: list[float]) -> torch.Tensor:
+        codes, _ = self.model.encode(x)
+        if any(r < 1 for r in rates):
+            with torch.no_grad():
+                error = position_error(x, self.model.decode(codes.detach()))
+            keep = torch.stack([top_k_mask(e, tokens_for_rate(r, e.numel())) for e, r in zip(error, rates)])
+        else:
+            # All clips at full rate: an all-True mask still puts `dropped_token` in the graph (with a zero
+            # gradient). Without it DDP fails on the next step, as one parameter got no gradient.
+            keep = torch.ones(codes.shape[:-1], dtype=torch.bool, device=codes.device)
+        return self.model.decode(codes, keep)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def psnr_pm1(y: torch.Tensor, x: torch.Tensor) -> float:
+    """PSNR of images in [-1, 1] (peak-to-peak 2)."""
+    mse = F.mse_loss(y.float().clamp(-1, 1), x.float()).item()
+    return 10 * math.log10(4 / max(mse, 1e-12))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, step: int, model: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer,
+                    cfg: TrainConfig, history: dict) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        for key, value in opt.state.get(p, {}).items():
+            tensors[f"opt.{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().reshape(value.shape)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"step": str(step), "train_config": json.dumps(asdict(cfg)),
+                                           "history": json.dumps(history)})
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, dict]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+        if state:
+            opt.state[p] = state
+    return int(meta["step"]), json.loads(meta.get("history", "{}"))
+
+
+# ----------------------------------------------------------------------------- evaluation helpers
+
+
+@torch.no_grad()
+def validate(model: InfoTok, clips: list[torch.Tensor], rates: tuple[float, ...], bf16: bool) -> dict[str, float]:
+    """Mean PSNR per keep rate on fixed validation windows."""
+    model.eval()
+    out = {}
+    for rate in rates:
+        values = []
+        for x in clips:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                codes, _ = model.encode(x)
+                keep = None
+                if rate < 1:
+                    err = position_error(x, model.decode(codes))[0]
+                    keep = top_k_mask(err, tokens_for_rate(rate, err.numel()))[None]
+                y = model.decode(codes, keep)
+            values.append(psnr_pm1(y, x))
+        out[f"psnr@{rate:g}"] = float(np.mean(values))
+    return out
+
+
+def fixed_windows(videos: list[torch.Tensor], frames: int, size: int) -> list[torch.Tensor]:
+    """A deterministic window per video: middle frames, centre crop (multiple of 8), in [-1, 1].
+
+    A video shorter than `frames` gives its longest 1 + 4k window instead, so that a data set of short
+    clips still has validation windows and a defined e_ref.
+    """
+    out = []
+    for v in videos:
+        n, h, w, _ = v.shape
+        length = min(frames, 1 + (n - 1) // 4 * 4)
+        ch, cw = min(size, h) // 8 * 8, min(size, w) // 8 * 8
+        if ch == 0 or cw == 0:
+            continue
+        t0, y0, x0 = (n - length) // 2, (h - ch) // 2, (w - cw) // 2
+        clip = v[t0 : t0 + length, y0 : y0 + ch, x0 : x0 + cw].permute(3, 0, 1, 2).float()
+        out.append(clip[None] / 127.5 - 1)
+    return out
+
+
+@torch.no_grad()
+def reference_error(model: InfoTok, clips: list[torch.Tensor], bf16: bool) -> float:
+    """e_ref: the mean per-position full-rate error (in [0, 2] pixel units) over the given windows."""
+    model.eval()
+    values = []
+    for x in clips:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            codes, _ = model.encode(x)
+            values.append(position_error(x, model.decode(codes)).mean().item())
+    return float(np.mean(values))
+
+
+# ----------------------------------------------------------------------------- main loop
+
+
+def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], None] = print) -> dict:
+    """Train (or resume) and write the final weights to cfg.out; returns the training summary."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    is_main = rank == 0
+    log = echo if is_main else (lambda _msg: None)
+    torch.manual_seed(cfg.seed + rank)
+
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    files = find_videos(cfg.data)
+    if not files:
+        raise FileNotFoundError("no training videos found")
+    train_files, val_files = split_train_val(files, cfg.val_fraction)
+    log(f"data: {len(train_files)} training clips, {len(val_files)} held back for validation")
+    if is_main:
+        (run_dir / "split.json").write_text(json.dumps(
+            {"train": [f.name for f in train_files], "val": [f.name for f in val_files]}, indent=1))
+    t_load = time.time()
+    train_videos = [load_clip(f, cfg.max_frames_per_video) for f in train_files]
+    val_videos = [load_clip(f, cfg.max_frames_per_video) for f in val_files]
+    log(f"decoded {sum(v.shape[0] for v in train_videos)} training frames in {time.time() - t_load:.0f}s")
+    sampler = ClipSampler(train_videos, cfg, seed=cfg.seed * 1000 + rank)
+    val_clips = fixed_windows(val_videos, 17, 128)
+
+    model = InfoTok(ModelConfig.from_dict(cfg.model)).to(device)
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    step, history = 0, {"val": [], "train_seconds": 0.0}
+    ckpt = run_dir / "checkpoint.safetensors"
+    if cfg.resume and ckpt.exists():
+        step, history = load_checkpoint(ckpt, model, ema, opt)
+        log(f"resumed from {ckpt} at step {step}")
+    objective: nn.Module = FlexObjective(model)
+    if distributed:
+        objective = nn.parallel.DistributedDataParallel(objective)
+    log(f"model {model.cfg.name}: {count_parameters(model) / 1e6:.2f}M parameters; {world} process(es)")
+
+    rate_rng = random.Random(cfg.seed * 7919 + rank + step)
+    sampler.rng.seed(cfg.seed * 1000 + rank + 7 * step)
+    log_file = open(run_dir / "log.txt", "a") if is_main else None
+    show = sys.stdout.isatty() if progress is None else progress
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), disable=not (show and is_main))
+    task = bar.add_task("train", total=cfg.steps, completed=step, info="")
+    window_loss, window_psnr, t_window, clips_done = [], [], time.time(), 0
+    t_start = time.time()
+    with bar:
+        while step < cfg.steps:
+            model.train()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            x = sampler.sample().to(device)
+            rates = [rate_rng.choice(cfg.rates) for _ in range(x.shape[0])]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                y = objective(x, rates)
+            y = y.float()
+            frames_y = y.permute(0, 2, 1, 3, 4).flatten(0, 1)
+            frames_x = x.permute(0, 2, 1, 3, 4).flatten(0, 1)
+            loss = (y - x).abs().mean() + cfg.ssim_weight * ssim_loss(frames_y, frames_x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for pe, pm in zip(ema.parameters(), model.parameters()):
+                    pe.lerp_(pm.detach(), 1 - decay)
+            window_loss.append(loss.item())
+            window_psnr.append(psnr_pm1(y.detach(), x))
+            clips_done += x.shape[0] * world
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                rate = clips_done / (time.time() - t_window)
+                info = f"loss {np.mean(window_loss):.4f} psnr {np.mean(window_psnr):.2f} {rate:.1f} clips/s"
+                bar.update(task, completed=step, info=info)
+                if log_file:
+                    log_file.write(f"step {step} lr {lr_at(step, cfg):.2e} {info}\n")
+                    log_file.flush()
+                if not show:
+                    log(f"step {step}/{cfg.steps} {info}")
+                window_loss, window_psnr, t_window, clips_done = [], [], time.time(), 0
+            if is_main and (step % cfg.val_every == 0 or step == cfg.steps) and val_clips:
+                scores = validate(ema, val_clips, (1.0, 0.5), cfg.bf16)
+                history["val"].append({"step": step, **scores})
+                msg = f"val step {step}: " + " ".join(f"{k} {v:.2f}" for k, v in scores.items())
+                log(msg)
+                if log_file:
+                    log_file.write(msg + "\n")
+                    log_file.flush()
+            if is_main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                history["train_seconds"] += time.time() - t_start
+                t_start = time.time()
+                save_checkpoint(ckpt, step, model, ema, opt, cfg, history)
+
+    summary: dict = {}
+    if is_main:
+        e_ref = reference_error(ema, fixed_windows(train_videos, 17, 256), cfg.bf16)
+        summary = {
+            "steps": step,
+            "train_seconds": round(history["train_seconds"], 1),
+            "processes": world,
+            "clips_per_step": cfg.batch * world,
+            "train_clips": [f.name for f in train_files],
+            "val_clips": [f.name for f in val_files],
+            "last_val": history["val"][-1] if history["val"] else {},
+            "e_ref": e_ref,
+            "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "run_dir")},
+        }
+        sha = save_weights(cfg.out, ema, e_ref, summary)
+        log(f"wrote {cfg.out} (sha256 {sha[:16]}..., e_ref {e_ref:.5f})")
+        if log_file:
+            log_file.write(json.dumps(summary) + "\n")
+            log_file.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+if __name__ == "__main__":  # `python -m infotok_cli.train ARGS` is `infotok train ARGS` (see the Makefile)
+    from .cli import main
+
+    main(["train", *sys.argv[1:]])

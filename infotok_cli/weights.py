@@ -1,0 +1,120 @@
+"""Model weights: safetensors files with the config, e_ref and a training summary in the metadata.
+
+Weights are only ever read with safetensors (no pickle). A model is named either by a name shipped in
+`infotok_cli/weights/` (the default is `infotok-s`) or by a path to a `.safetensors` file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .model import InfoTok, ModelConfig
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "infotok-s"
+WEIGHTS_FORMAT = "infotok-weights/1"
+
+
+class WeightsError(Exception):
+    """One-line, user-facing problem with a weights file."""
+
+
+@dataclass
+class LoadedModel:
+    model: InfoTok
+    config: ModelConfig
+    name: str
+    sha256: str
+    e_ref: float  # mean per-position full-rate error over the training data (the `global` strategy)
+    path: Path
+    metadata: dict = field(default_factory=dict)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_model_path(name_or_path: str | Path | None) -> Path:
+    """A shipped model name (e.g. 'infotok-s') or a path to a .safetensors file."""
+    name = str(name_or_path or DEFAULT_MODEL)
+    shipped = WEIGHTS_DIR / f"{name}.safetensors"
+    if "/" not in name and "\\" not in name and shipped.is_file():
+        return shipped
+    path = Path(name)
+    if path.is_file():
+        return path
+    available = sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+    hint = f" (shipped: {', '.join(available)})" if available else ""
+    raise WeightsError(f"model not found: {name}{hint}")
+
+
+def save_weights(path: str | Path, model: InfoTok, e_ref: float, summary: dict | None = None) -> str:
+    """Write the model's weights and metadata atomically; returns the file's SHA-256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": WEIGHTS_FORMAT,
+        "config": json.dumps(model.cfg.to_dict()),
+        "e_ref": repr(float(e_ref)),
+        "training": json.dumps(summary or {}),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return sha256_file(path)
+
+
+def read_metadata(path: str | Path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model by shipped name or path (safetensors only), in eval mode on `device`."""
+    path = resolve_model_path(name_or_path)
+    meta = read_metadata(path)
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise WeightsError(f"{path}: not an infotok weights file (format {meta.get('format')!r})")
+    try:
+        config = ModelConfig.from_dict(json.loads(meta["config"]))
+        e_ref = float(meta["e_ref"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: bad weights metadata ({exc})") from None
+    model = InfoTok(config)
+    tensors = {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise WeightsError(f"{path}: weights do not match the config (missing {len(missing)}, "
+                           f"unexpected {len(unexpected)} tensors)")
+    model.eval().to(device)
+    training = json.loads(meta.get("training", "{}") or "{}")
+    return LoadedModel(model=model, config=config, name=config.name, sha256=sha256_file(path),
+                       e_ref=e_ref, path=path, metadata={"training": training})
