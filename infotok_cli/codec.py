@@ -24,6 +24,7 @@ from .router import STRATEGIES, position_error, tokens_for_rate, top_k_mask, vid
 from .video_io import VideoInfo, VideoWriter, iter_frames, probe_video
 from .weights import LoadedModel
 
+CHUNK_PIXELS = 1 << 22  # pixels per chunk of the per-frame convolution stages
 Progress = Callable[[int, int], None]  # (frames done, frames total)
 MaskFn = Callable[[torch.Tensor, int], torch.Tensor]  # (error [t,h,w], k) -> keep mask
 
@@ -125,10 +126,17 @@ class Tokenizer:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
+    def bound_chunks(self, height: int, width: int) -> None:
+        """Size the per-frame 2-D stages' chunks to about 4 Mpixels, so peak memory does not grow with
+        the frame size times the window length (results do not depend on the chunk size)."""
+        chunk = max(1, CHUNK_PIXELS // (TEMPORAL_STRIDE * height * width))
+        self.model.encoder.frame_chunk = self.model.decoder.frame_chunk = chunk
+
     @torch.no_grad()
     def analyse(self, frames: np.ndarray, start: int, padded_hw: tuple[int, int]) -> WindowAnalysis:
         """Encode a window, decode all its tokens once (the full-rate pass) and measure the error."""
         x = to_model_input(frames, padded_hw, self.device)
+        self.bound_chunks(*padded_hw)
         with self.autocast():
             codes, indices = self.model.encode(x)
             x_full = self.model.decode(codes)
@@ -138,6 +146,7 @@ class Tokenizer:
     @torch.no_grad()
     def reconstruct(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Token indices [t,h,w] + keep mask -> frames [1,3,T,Hp,Wp] in [-1, 1]."""
+        self.bound_chunks(indices.shape[1] * SPATIAL_STRIDE, indices.shape[2] * SPATIAL_STRIDE)
         with self.autocast():
             return self.model.decode_indices(indices[None].to(self.device), keep[None].to(self.device)).float()
 

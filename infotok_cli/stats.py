@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .container import Header, WindowMeta, read_header_and_index
-from .model import TEMPORAL_STRIDE
+from .container import TEMPORAL_STRIDE, Header, WindowMeta, read_header_and_index
 
 
 @dataclass

@@ -94,6 +94,8 @@ def config_from_dict(d: dict) -> TrainConfig:
         raise ValueError(f"clip_frames must be 1 + 4k, got {cfg.clip_frames}")
     if not cfg.crops or any(h < 8 or w < 8 or h % 8 or w % 8 for h, w in cfg.crops):
         raise ValueError(f"crops must be (height, width) multiples of 8, got {cfg.crops}")
+    if not (cfg.lr > 0 and cfg.steps >= 1 and cfg.batch >= 1):
+        raise ValueError(f"lr, steps and batch must be positive, got {cfg.lr}, {cfg.steps}, {cfg.batch}")
     return cfg
 
 

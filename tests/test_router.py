@@ -1,0 +1,138 @@
+"""The ELBO router against direct computations: per-position error, top-k placement, keep rates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from infotok_cli.router import (
+    MIN_RATE,
+    position_error,
+    random_mask,
+    raster_prefix_mask,
+    tokens_for_rate,
+    top_k_mask,
+    video_rates,
+    window_rate,
+)
+
+
+def position_error_loop(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The definition, spelled out: latent frame 0 is frame 0 alone, latent frame t >= 1 is frames
+    4t-3 .. 4t; each position is an 8x8 pixel block; the error is |x - y| averaged over channels, frames
+    and pixels."""
+    b, _, n, h, w = x.shape
+    t_lat = 1 + (n - 1) // 4
+    out = torch.zeros(b, t_lat, h // 8, w // 8, dtype=torch.float64)
+    diff = (x.double() - y.double()).abs()
+    for bi in range(b):
+        for t in range(t_lat):
+            frames = [0] if t == 0 else list(range(4 * t - 3, 4 * t + 1))
+            for i in range(h // 8):
+                for j in range(w // 8):
+                    block = diff[bi, :, frames, 8 * i:8 * i + 8, 8 * j:8 * j + 8]
+                    out[bi, t, i, j] = block.mean()
+    return out
+
+
+@pytest.mark.parametrize("frames", [1, 5, 9])
+def test_position_error_matches_direct_loop(frames: int) -> None:
+    g = torch.Generator().manual_seed(frames)
+    x = torch.rand(2, 3, frames, 16, 24, generator=g) * 2 - 1
+    y = torch.rand(2, 3, frames, 16, 24, generator=g) * 2 - 1
+    got = position_error(x, y)
+    assert got.shape == (2, 1 + (frames - 1) // 4, 2, 3)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), position_error_loop(x, y), rtol=1e-5, atol=1e-6)
+
+
+def test_position_error_localises_a_difference() -> None:
+    """Changing one pixel of frame 6 only raises latent frame 2 (frames 5-8) at its 8x8 block."""
+    x = torch.zeros(1, 3, 9, 16, 16)
+    y = x.clone()
+    y[0, :, 6, 10, 3] = 1.0
+    err = position_error(x, y)[0]
+    nonzero = err.nonzero().tolist()
+    assert nonzero == [[2, 1, 0]]
+    assert err[2, 1, 0].item() == pytest.approx(1.0 / (4 * 64))
+
+
+@pytest.mark.parametrize("k", [0, 1, 7, 23, 24, 30])
+def test_top_k_mask_keeps_exactly_k_largest(k: int) -> None:
+    g = torch.Generator().manual_seed(k)
+    error = torch.rand(2, 3, 4, generator=g)
+    mask = top_k_mask(error, k)
+    assert mask.dtype == torch.bool and mask.shape == error.shape
+    assert int(mask.sum()) == min(k, error.numel())
+    if 0 < k < error.numel():
+        assert error[mask].min() > error[~mask].max()
+
+
+def test_top_k_mask_breaks_ties_in_raster_order() -> None:
+    error = torch.zeros(2, 2, 3)  # all equal: the first k positions in (t, h, w) raster order win
+    mask = top_k_mask(error, 5)
+    assert mask.reshape(-1).tolist() == [True] * 5 + [False] * 7
+    # Mixed: three clear winners (0.9, 0.8, 0.5), then four tied 0.3s compete for the last two slots.
+    error = torch.tensor([0.1, 0.5, 0.3, 0.9, 0.3, 0.3, 0.8, 0.3, 0.0]).reshape(1, 3, 3)
+    kept = top_k_mask(error, 5).reshape(-1).nonzero().flatten().tolist()
+    assert kept == [1, 2, 3, 4, 6]  # the first two 0.3s in raster order win (2 and 4, not 5 and 7)
+
+
+def test_tokens_for_rate_bounds() -> None:
+    assert tokens_for_rate(0.5, 100) == 50
+    assert tokens_for_rate(0.3, 10) == 3
+    assert tokens_for_rate(1e-6, 100) == 1  # never an empty window
+    assert tokens_for_rate(1.0, 7) == 7
+    assert tokens_for_rate(2.0, 7) == 7
+
+
+def test_window_rate_per_strategy_and_clipping() -> None:
+    assert window_rate("window", 0.3, 5.0, 0.1) == 0.3  # ignores the error
+    assert window_rate("global", 0.5, 0.2, 0.4) == pytest.approx(0.25)
+    assert window_rate("video", 0.5, 0.3, 0.2) == pytest.approx(0.75)
+    assert window_rate("global", 0.5, 10.0, 0.1) == 1.0  # clipped above
+    assert window_rate("global", 0.5, 1e-4, 0.1) == MIN_RATE  # clipped below
+    assert window_rate("global", 0.5, 0.3, 0.0) == 0.5  # no reference: fall back to beta
+    with pytest.raises(ValueError):
+        window_rate("adaptive", 0.5, 0.1, 0.1)
+    for beta in (0.0, 0.05, 1.01):
+        with pytest.raises(ValueError):
+            window_rate("window", beta, 0.1, 0.1)
+
+
+@pytest.mark.parametrize(("beta", "errors"), [
+    (0.5, [0.1, 0.2, 0.3, 0.4]),
+    (0.25, [0.01, 0.01, 5.0]),  # one window saturates at 1, the rest share what is left
+    (0.9, [1.0, 0.001, 1.0, 1.0]),  # one window stays at the floor of 1/16
+    (0.0625, [0.3, 0.1]),
+])
+def test_video_rates_hit_the_target(beta: float, errors: list[float]) -> None:
+    capacities = [120] * (len(errors) - 1) + [96]  # a short last window
+    rates = video_rates(beta, errors, capacities)
+    assert all(MIN_RATE <= r <= 1 for r in rates)
+    kept = sum(r * c for r, c in zip(rates, capacities, strict=True))
+    assert kept == pytest.approx(beta * sum(capacities), rel=1e-6)
+    # Unclipped windows get rates proportional to their error.
+    free = [(r, e) for r, e in zip(rates, errors, strict=True) if MIN_RATE < r < 1]
+    for r, e in free:
+        assert r / e == pytest.approx(free[0][0] / free[0][1], rel=1e-6)
+
+
+def test_random_mask_exactly_k_and_reproducible() -> None:
+    for k in (0, 1, 17, 60):
+        mask = random_mask((3, 4, 5), k, torch.Generator().manual_seed(3))
+        assert mask.shape == (3, 4, 5) and int(mask.sum()) == k
+    a = random_mask((3, 4, 5), 20, torch.Generator().manual_seed(7))
+    b = random_mask((3, 4, 5), 20, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 13, 36])
+def test_raster_prefix_mask_exactly_k_spread_over_frames(k: int) -> None:
+    t, h, w = 3, 3, 4
+    mask = raster_prefix_mask((t, h, w), k)
+    assert int(mask.sum()) == k
+    per_frame = mask.reshape(t, -1).sum(dim=1).tolist()
+    assert max(per_frame) - min(per_frame) <= 1
+    for i, n in enumerate(per_frame):  # each latent frame keeps a raster prefix
+        assert mask[i].reshape(-1).tolist() == [True] * n + [False] * (h * w - n)
