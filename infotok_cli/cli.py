@@ -220,6 +220,23 @@ def shipped_models() -> list[str]:
 # ----------------------------------------------------------------------------- output helpers
 
 
+def tokenizer_for(header, model: str | None, device: str):
+    """The model that decodes a file: --model, else the shipped model the header names, else the default.
+    Its weights must be the ones the file was made with (checked here, before decoding: exit 6, not 4)."""
+    from .codec import CodecError, Tokenizer, check_model_matches
+    from .weights import DEFAULT_MODEL, WeightsError, load_model
+
+    dev = pick_device(device)
+    name = model or (header.model_name if header.model_name in shipped_models() else DEFAULT_MODEL)
+    try:
+        tok = Tokenizer(load_model(name, dev), dev)
+        check_model_matches(header, tok)
+    except (WeightsError, CodecError) as exc:
+        hint = "" if model else f" (the file was made with model {header.model_name!r}; pass --model)"
+        raise CliError(f"{exc}{hint}", EXIT_MODEL) from None
+    return tok
+
+
 def show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
@@ -379,17 +396,9 @@ def decompress(
         from .container import read_header_and_index
 
         header, _, _ = read_header_and_index(input)  # a bad file fails here, before torch is loaded
-        from .codec import CodecError, Tokenizer, check_model_matches, decompress_video
-        from .weights import DEFAULT_MODEL, WeightsError, load_model
+        from .codec import decompress_video
 
-        dev = pick_device(device.value)
-        name = model or (header.model_name if header.model_name in shipped_models() else DEFAULT_MODEL)
-        try:
-            tok = Tokenizer(load_model(name, dev), dev)
-            check_model_matches(header, tok)  # here rather than inside decoding: exit 6, not 4
-        except (WeightsError, CodecError) as exc:
-            hint = "" if model else f" (the file was made with model {header.model_name!r}; pass --model)"
-            raise CliError(f"{exc}{hint}", EXIT_MODEL) from None
+        tok = tokenizer_for(header, model, device.value)
         with frame_progress("decompress", show_progress(quiet)) as progress:
             result = decompress_video(input, output, tok, lossless=lossless, overwrite=force,
                                       progress=progress)
@@ -516,11 +525,10 @@ def visualize(
     """Render a video of where the tokens go: per frame, the original (with --source), the reconstruction
     with dropped positions dimmed, the keep mask and a keep % bar."""
     with errors(codec_code=EXIT_CONTAINER):
-        from .codec import CodecError, Tokenizer, check_model_matches
+        from .codec import CodecError
         from .container import read_header_and_index
         from .visualize import check_source
         from .visualize import visualize as render
-        from .weights import DEFAULT_MODEL, WeightsError, load_model
 
         require_input(input)
         if source is not None:
@@ -532,14 +540,7 @@ def visualize(
                 check_source(source, header)
             except CodecError as exc:
                 raise CliError(str(exc), EXIT_USAGE) from None
-        dev = pick_device(device.value)
-        name = model or (header.model_name if header.model_name in shipped_models() else DEFAULT_MODEL)
-        try:
-            tok = Tokenizer(load_model(name, dev), dev)
-            check_model_matches(header, tok)  # here rather than inside decoding: exit 6, not 4
-        except (WeightsError, CodecError) as exc:
-            hint = "" if model else f" (the file was made with model {header.model_name!r}; pass --model)"
-            raise CliError(f"{exc}{hint}", EXIT_MODEL) from None
+        tok = tokenizer_for(header, model, device.value)
         with frame_progress("visualize", show_progress(quiet)) as progress:
             result = render(input, output, tok, source=source, overwrite=force, progress=progress)
     if json_out:

@@ -183,6 +183,21 @@ def notices_for(info: VideoInfo) -> list[str]:
     return notes
 
 
+def make_header(info: VideoInfo, tok: Tokenizer, window: int, overlap: int, beta: float, strategy: str,
+                extra: dict | None = None) -> Header:
+    """The .itok header for a source video coded with `tok` (frames padded to the model's stride)."""
+    return Header(
+        source_name=info.name, width=info.width, height=info.height, num_frames=info.num_frames,
+        fps_num=info.fps_num, fps_den=info.fps_den, time_base_num=info.time_base_num,
+        time_base_den=info.time_base_den, pts=list(info.pts), rotation=info.rotation,
+        sar_num=info.sar_num, sar_den=info.sar_den, model_name=tok.loaded.name,
+        weights_sha256=tok.loaded.sha256, window=window, overlap=overlap, beta=float(beta),
+        strategy=strategy, padded_width=-(-info.width // SPATIAL_STRIDE) * SPATIAL_STRIDE,
+        padded_height=-(-info.height // SPATIAL_STRIDE) * SPATIAL_STRIDE, encoder_version=__version__,
+        extra=extra or {},
+    )
+
+
 def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: float = 0.5,
                    strategy: str = "global", window: int = 33, overlap: int = 3, overwrite: bool = False,
                    progress: Progress | None = None, mask_fn: MaskFn | None = None) -> CompressResult:
@@ -198,16 +213,8 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
     check_window(window, overlap)
     t0 = time.perf_counter()
     info = probe_video(src)
-    hp = -(-info.height // SPATIAL_STRIDE) * SPATIAL_STRIDE
-    wp = -(-info.width // SPATIAL_STRIDE) * SPATIAL_STRIDE
-    header = Header(
-        source_name=info.name, width=info.width, height=info.height, num_frames=info.num_frames,
-        fps_num=info.fps_num, fps_den=info.fps_den, time_base_num=info.time_base_num,
-        time_base_den=info.time_base_den, pts=list(info.pts), rotation=info.rotation,
-        sar_num=info.sar_num, sar_den=info.sar_den, model_name=tok.loaded.name,
-        weights_sha256=tok.loaded.sha256, window=window, overlap=overlap, beta=float(beta),
-        strategy=strategy, padded_width=wp, padded_height=hp, encoder_version=__version__,
-    )
+    header = make_header(info, tok, window, overlap, beta, strategy)
+    hp, wp = header.padded_height, header.padded_width
     choose = mask_fn or top_k_mask
     rates: list[float] = []
     kept = capacity = 0

@@ -46,12 +46,12 @@ from .codec import (
     compress_video,
     iter_decoded,
     iter_windows,
+    make_header,
     to_frames,
     to_model_input,
 )
-from .container import Header, ItokReader, ItokWriter, read_header_and_index
+from .container import ItokReader, ItokWriter, read_header_and_index
 from .metrics import mse_sum, psnr_from_mse, ssim_frames
-from .model import SPATIAL_STRIDE
 from .plots import atomic_write
 from .router import MIN_RATE, random_mask, raster_prefix_mask
 from .video_io import VideoInfo, iter_frames, probe_video
@@ -329,22 +329,6 @@ def search_keep(capacity: int, mse_at: Callable[[int], float], threshold: float)
     return lo, probes
 
 
-def _header(info: VideoInfo, tok: Tokenizer, window: int, overlap: int, beta: float, strategy: str,
-            extra: dict | None = None) -> Header:
-    """The same header compress_video writes, for files written here (the search baseline)."""
-    hp = -(-info.height // SPATIAL_STRIDE) * SPATIAL_STRIDE
-    wp = -(-info.width // SPATIAL_STRIDE) * SPATIAL_STRIDE
-    return Header(
-        source_name=info.name, width=info.width, height=info.height, num_frames=info.num_frames,
-        fps_num=info.fps_num, fps_den=info.fps_den, time_base_num=info.time_base_num,
-        time_base_den=info.time_base_den, pts=list(info.pts), rotation=info.rotation,
-        sar_num=info.sar_num, sar_den=info.sar_den, model_name=tok.loaded.name,
-        weights_sha256=tok.loaded.sha256, window=window, overlap=overlap, beta=float(beta),
-        strategy=strategy, padded_width=wp, padded_height=hp, encoder_version=__version__,
-        extra=extra or {},
-    )
-
-
 @dataclass
 class SearchResult:
     tokens: list[int]
@@ -361,7 +345,7 @@ def compress_search(src: str | Path, dst: str | Path, tok: Tokenizer, info: Vide
     token count with one full decode per probe; the result is a regular .itok file."""
     t0 = time.perf_counter()
     extra = {"method": "search", "threshold_mse": threshold}
-    header = _header(info, tok, window, overlap, 1.0, "window", extra)
+    header = make_header(info, tok, window, overlap, 1.0, "window", extra)
     hw = (header.padded_height, header.padded_width)
     res = SearchResult([], [], [], 0.0, 0)
     with ItokWriter(dst, header, overwrite=True) as writer:
