@@ -99,9 +99,13 @@ def to_model_input(frames: np.ndarray, padded_hw: tuple[int, int], device: torch
 
 
 def to_frames(x: torch.Tensor, n: int, h: int, w: int) -> np.ndarray:
-    """float [1,3,T,Hp,Wp] -> uint8 [n,h,w,3] (crop the padding)."""
-    x = x[0, :, :n, :h, :w].float().clamp(-1, 1).add(1).mul(127.5).round()
-    return x.to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+    """[1,3,T,Hp,Wp] in [-1, 1] -> uint8 [n,h,w,3] (padding cropped), one frame at a time so that no
+    float copy of the whole window is made."""
+    out = np.empty((n, h, w, 3), dtype=np.uint8)
+    for i in range(n):
+        frame = x[0, :, i, :h, :w].float().clamp_(-1, 1).add_(1).mul_(127.5).round_()
+        out[i] = frame.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return out
 
 
 @dataclass
@@ -145,10 +149,10 @@ class Tokenizer:
 
     @torch.no_grad()
     def reconstruct(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Token indices [t,h,w] + keep mask -> frames [1,3,T,Hp,Wp] in [-1, 1]."""
+        """Token indices [t,h,w] + keep mask -> frames [1,3,T,Hp,Wp] in [-1, 1] (autocast precision)."""
         self.bound_chunks(indices.shape[1] * SPATIAL_STRIDE, indices.shape[2] * SPATIAL_STRIDE)
         with self.autocast():
-            return self.model.decode_indices(indices[None].to(self.device), keep[None].to(self.device)).float()
+            return self.model.decode_indices(indices[None].to(self.device), keep[None].to(self.device))
 
 
 @dataclass

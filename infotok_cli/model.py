@@ -78,13 +78,6 @@ def latent_frames(num_frames: int) -> int:
     return 1 + (num_frames - 1) // TEMPORAL_STRIDE
 
 
-def causal_pad(x: torch.Tensor) -> torch.Tensor:
-    """Repeat frame 0 three times in front ([B,C,T,...] -> [B,C,T+3,...]) so that frame 0 forms
-    a latent frame on its own and every later group of 4 frames forms one latent frame."""
-    first = x[:, :, :1].expand(-1, -1, TEMPORAL_STRIDE - 1, *x.shape[3:])
-    return torch.cat([first, x], dim=2)
-
-
 # ----------------------------------------------------------------------------- conv layers
 
 
@@ -157,11 +150,13 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, n, hh, ww = x.shape
         t = latent_frames(n)
-        x = causal_pad(x)  # [B,3,4t,H,W]
         chunks = []
         for t0 in range(0, t, self.frame_chunk):  # 2-D stage in chunks of latent frames
             t1 = min(t, t0 + self.frame_chunk)
-            frames = x[:, :, 4 * t0 : 4 * t1].permute(0, 2, 1, 3, 4).reshape(-1, 3, hh, ww)
+            # Frame indices of the causally padded clip (frame 0 repeated three times in front), taken
+            # chunk by chunk so the padded copy of the whole window is never materialised.
+            index = (torch.arange(4 * t0, 4 * t1, device=x.device) - (TEMPORAL_STRIDE - 1)).clamp_(min=0)
+            frames = x.index_select(2, index).permute(0, 2, 1, 3, 4).reshape(-1, 3, hh, ww)
             f = self.per_frame(frames)  # [B*4*(t1-t0), c8, h, w]
             f = f.reshape(b, t1 - t0, TEMPORAL_STRIDE * f.shape[1], *f.shape[2:])
             f = self.fold_time(f.flatten(0, 1))  # group of 4 frames -> one latent frame
@@ -194,15 +189,16 @@ class Decoder(nn.Module):
         z = self.temporal(z)
         b, _, t, h, w = z.shape
         zt = z.permute(0, 2, 1, 3, 4)  # [B,t,D,h,w]
-        chunks = []
+        out: torch.Tensor | None = None  # filled chunk by chunk: no second copy of the window
         for t0 in range(0, t, self.frame_chunk):
             t1 = min(t, t0 + self.frame_chunk)
             f = self.unfold_time(zt[:, t0:t1].flatten(0, 1))  # [B*(t1-t0), 4*c8, h, w]
             f = f.reshape(-1, self.c8, h, w)  # 4 frames per latent frame
             frames = self.per_frame(f).reshape(b, TEMPORAL_STRIDE * (t1 - t0), 3, 8 * h, 8 * w)
-            chunks.append(frames)
-        x = torch.cat(chunks, dim=1).permute(0, 2, 1, 3, 4)  # [B,3,4t,H,W]
-        return x[:, :, TEMPORAL_STRIDE - 1 :]  # drop the three causal-padding frames
+            if out is None:
+                out = frames.new_empty(b, 3, TEMPORAL_STRIDE * t, 8 * h, 8 * w)
+            out[:, :, TEMPORAL_STRIDE * t0 : TEMPORAL_STRIDE * t1] = frames.permute(0, 2, 1, 3, 4)
+        return out[:, :, TEMPORAL_STRIDE - 1 :]  # drop the three causal-padding frames
 
 
 # ----------------------------------------------------------------------------- transformer

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .model import SPATIAL_STRIDE, TEMPORAL_STRIDE, causal_pad
+from .model import SPATIAL_STRIDE, TEMPORAL_STRIDE, latent_frames
 
 STRATEGIES = ("window", "global", "video")
 MIN_RATE = 1 / 16
@@ -22,11 +22,15 @@ def position_error(x: torch.Tensor, x_full: torch.Tensor) -> torch.Tensor:
     x, x_full: [B,3,T,H,W] with T = 1 + 4k and H, W multiples of 8. Computed in float32 so that the
     ranking does not depend on the autocast precision of the model.
     """
-    err = (x.float() - x_full.float()).abs().mean(dim=1, keepdim=True)  # [B,1,T,H,W]
-    # Replicating frame 0 three times makes latent frame 0 an average over frame 0 alone.
-    err = causal_pad(err)
-    pooled = F.avg_pool3d(err, kernel_size=(TEMPORAL_STRIDE, SPATIAL_STRIDE, SPATIAL_STRIDE))
-    return pooled[:, 0]
+    b, _, n, h, w = x.shape
+    t = latent_frames(n)
+    error = torch.empty(b, t, h // SPATIAL_STRIDE, w // SPATIAL_STRIDE, dtype=torch.float32, device=x.device)
+    # One latent frame at a time, so only a few frames' worth of float32 differences exist at once.
+    for i in range(t):
+        first, last = (0, 1) if i == 0 else (1 + TEMPORAL_STRIDE * (i - 1), 1 + TEMPORAL_STRIDE * i)
+        diff = (x[:, :, first:last].float() - x_full[:, :, first:last].float()).abs_().mean(dim=(1, 2))
+        error[:, i] = F.avg_pool2d(diff[:, None], SPATIAL_STRIDE)[:, 0]
+    return error
 
 
 def tokens_for_rate(rate: float, capacity: int) -> int:
