@@ -76,6 +76,7 @@ def save_weights(path: str | Path, model: InfoTok, e_ref: float, summary: dict |
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; weights are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

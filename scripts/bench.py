@@ -419,6 +419,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan.runs = args.runs
     if args.frames:
         plan.speed_frames = plan.rd_frames = plan.mem_base_frames = args.frames
+    if args.rd_frames:
+        plan.rd_frames = args.rd_frames
+    if args.rates:
+        plan.rates = plan.native_rates = [float(r) for r in args.rates.split(",")]
     return plan
 
 
@@ -431,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="Device for RD and memory.")
     ap.add_argument("--quick", action="store_true", help="One run, fewer frames, rates and clips.")
     ap.add_argument("--frames", type=int, default=None, help="Frames per clip for speed, RD and the 1x memory run.")
+    ap.add_argument("--rd-frames", type=int, default=None, help="Frames per clip for rate-distortion only.")
+    ap.add_argument("--rates", default=None, help="Comma-separated keep rates for rate-distortion [0.25,0.5,0.75,1].")
     ap.add_argument("--runs", type=int, default=None, help="Timed runs per measurement [default: 3, quick: 1].")
     ap.add_argument("--max-val-clips", type=int, default=None, help="Use at most this many validation clips.")
     ap.add_argument("--skip", default="", help="Comma-separated sections to skip: speed, memory, rd.")

@@ -20,7 +20,7 @@ from infotok_cli.video_io import iter_frames
 from infotok_cli.weights import DEFAULT_MODEL, load_model, resolve_model_path
 
 # Measured with the shipped weights (first 33 frames, window 33, strategy `window`); floors are 0.5 dB lower.
-MEASURED_PSNR = {1.0: 0.0, 0.5: 0.0}
+MEASURED_PSNR = {1.0: 22.21, 0.5: 20.69}
 FRAMES = 33
 
 
