@@ -321,6 +321,8 @@ ModelOpt = Annotated[str | None, typer.Option("--model", "-m", metavar="NAME|PAT
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+WindowOpt = Annotated[int, typer.Option(help="Frames per coding window (1 + 4k).")]
+OverlapOpt = Annotated[int, typer.Option(help="Frames shared by consecutive windows.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary or notices.")]
 
 
@@ -332,8 +334,8 @@ def compress(
     beta: Annotated[float, typer.Option(min=1 / 16, max=1.0, help="Target keep rate (1/16..1).")] = 0.5,
     strategy: Annotated[Strategy, typer.Option(help="How the token budget is shared between windows.")]
     = Strategy.global_,
-    window: Annotated[int, typer.Option(help="Frames per coding window (1 + 4k).")] = 33,
-    overlap: Annotated[int, typer.Option(help="Frames shared by consecutive windows.")] = 3,
+    window: WindowOpt = 33,
+    overlap: OverlapOpt = 3,
     model: ModelOpt = None,
     device: DeviceOpt = Device.auto,
     force: ForceOpt = False,
@@ -574,8 +576,8 @@ def eval_(
     = None,
     plot: Annotated[Path | None, typer.Option("--plot", metavar="PNG",
                                               help="Write PSNR and SSIM against bits per pixel.")] = None,
-    window: Annotated[int, typer.Option(help="Frames per coding window (1 + 4k).")] = 33,
-    overlap: Annotated[int, typer.Option(help="Frames shared by consecutive windows.")] = 3,
+    window: WindowOpt = 33,
+    overlap: OverlapOpt = 3,
     seed: Annotated[int, typer.Option(help="Seed of the random-placement baseline.")] = 0,
     model: ModelOpt = None,
     device: DeviceOpt = Device.auto,
