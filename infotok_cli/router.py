@@ -6,6 +6,8 @@ base tokenizer reconstructs badly carries more information and keeps its tokens.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -54,9 +56,7 @@ def top_k_mask(error: torch.Tensor, k: int) -> torch.Tensor:
 
 def random_mask(shape: tuple[int, ...], k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniformly random placement of exactly k kept positions (the data-agnostic baseline)."""
-    n = 1
-    for s in shape:
-        n *= s
+    n = math.prod(shape)
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.randperm(n, generator=generator)[:k]] = True
     return mask.view(shape)
