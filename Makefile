@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test lint samples bench train clean
+.PHONY: install test lint samples bench train clean fuzz
 
 install:
 	$(PY) -m venv $(VENV)
@@ -28,10 +28,33 @@ BENCH_ARGS ?= --rd-frames 17 --max-val-clips 4 --rates 0.25,0.5,0.75
 bench:
 	$(BIN)/python scripts/bench.py --out docs/BENCHMARKS.md $(BENCH_ARGS)
 
-# Retrains the shipped model (training clips not included; pass DATA=folder). Resumable with RESUME=--resume.
+# Retrains the shipped model in the paper's stages (configs/train-*.json; training clips not included, pass
+# DATA=folder): the base tokenizer at full rate, then the adaptive path with the Flex objective (base
+# frozen), then everything. Each stage has a training-time budget (`minutes` in its config) and starts
+# from the previous stage's EMA weights. WARM=1 starts the base stage from the shipped weights instead
+# of from scratch (continuing an earlier session's training).
 DATA ?= ../shared/data/train
+MODEL_OUT ?= infotok_cli/weights/infotok-m.safetensors
+WARM ?=
+INIT_BASE = $(if $(WARM),--init-from $(MODEL_OUT),)
 train:
-	$(BIN)/infotok train $(DATA) --out infotok_cli/weights/infotok-s.safetensors --steps 5000 $(RESUME) --force
+	$(BIN)/infotok train $(DATA) --config configs/train-base.json --steps 100000 $(INIT_BASE) \
+		--out runs/base/base.safetensors --run-dir runs/base --force
+	$(BIN)/infotok train $(DATA) --config configs/train-adaptive.json --steps 100000 \
+		--init-from runs/base/base.safetensors --out runs/adaptive/adaptive.safetensors --run-dir runs/adaptive --force
+	$(BIN)/infotok train $(DATA) --config configs/train-full.json --steps 100000 \
+		--init-from runs/adaptive/adaptive.safetensors --out $(MODEL_OUT) --run-dir runs/full --force
+
+# Coverage-guided fuzzing of the .itok reader (scripts/fuzz_itok.py; not part of `make test`). atheris is
+# installed by this target only. Stops at the first crash, hang (-timeout, seconds) or memory blow-up and
+# leaves the input in $(FUZZ_DIR)/; the corpus grows in $(FUZZ_DIR)/corpus between runs.
+FUZZ_RUNS ?= 100000
+FUZZ_DIR ?= .fuzz
+fuzz:
+	$(BIN)/pip install --quiet 'atheris>=2.3,<4'
+	mkdir -p $(FUZZ_DIR)/corpus
+	$(BIN)/python scripts/fuzz_itok.py -runs=$(FUZZ_RUNS) -timeout=1 -rss_limit_mb=2048 -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -689,6 +689,11 @@ def train(
     run_dir: Annotated[Path, typer.Option(help="Checkpoints, log and data split.")] = Path("runs/train"),
     seed: Annotated[int | None, typer.Option(help="Random seed [default: 0].")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate [default: 1e-3].")] = None,
+    stage: Annotated[str | None, typer.Option(
+        help="base (base tokenizer at full rate, adaptive path off), adaptive (base frozen, Flex "
+             "objective) or full (everything, Flex objective) [default: full].")] = None,
+    init_from: Annotated[Path | None, typer.Option(
+        metavar="WEIGHTS", help="Start from these weights (a previous stage) with a fresh optimiser.")] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", metavar="JSON",
         help="JSON object of further TrainConfig fields (e.g. model, crops, clip_frames); "
@@ -704,7 +709,10 @@ def train(
         if config is not None:
             require_input(config)
             overrides = load_train_overrides(config)
-        given = {"steps": steps, "batch": batch, "seed": seed, "lr": lr}
+        if init_from is not None:
+            require_input(init_from)
+        given = {"steps": steps, "batch": batch, "seed": seed, "lr": lr, "stage": stage,
+                 "init_from": str(init_from) if init_from is not None else None}
         overrides |= {k: v for k, v in given.items() if v is not None}
         overrides |= {"data": list(data), "out": str(out), "run_dir": str(run_dir), "resume": resume}
         cfg = training.config_from_dict(overrides)  # ValueError (exit 2) on unknown or malformed settings

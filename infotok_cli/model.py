@@ -4,12 +4,20 @@ Data flow (one coding window of T = 1 + 4k frames, pixels in [-1, 1]):
 
     frames [B,3,T,H,W]
       -> Encoder        causal 4x8x8 compression: frame 0 alone, then groups of 4 frames
-      -> Compressor     transformer over latent tokens (attention inside 8x8 spatial windows,
-                        block-causal across latent frames) -> 6 dims
+      -> Compressor     (adaptive) residual transformer over latent tokens (attention inside 8x8
+                        spatial windows, block-causal across latent frames)
+      -> to_code        linear map to the 6 FSQ dims
       -> FSQ            levels (8,8,8,5,5,5) = 64,000 codes, one token per latent position
       -> (router keeps a subset of positions; see router.py)
-      -> Decompressor   transformer that fills dropped positions (it is told which ones)
+      -> from_code      linear map back; dropped positions get a learned "dropped" vector
+      -> Decompressor   (adaptive) residual transformer that fills dropped positions
       -> Decoder        mirror of the encoder back to frames
+
+Encoder, to_code, FSQ, from_code and Decoder alone form the *base tokenizer*. As in the paper, InfoTok
+is a plug-in on a pre-trained base: the compressor and decompressor are residual branches whose output
+projections start at zero, so a freshly added adaptive path leaves the base model unchanged. Training
+runs in stages (see train.py): the base at full rate with the adaptive path switched off
+(`model.adaptive = False`, cheap steps), then the adaptive path with the Flex objective.
 
 Design notes (why it looks like this): a 2-core CPU cannot afford 3-D convolutions at full
 resolution or dense attention over every token of a window. The encoder therefore
@@ -37,14 +45,14 @@ SPATIAL_STRIDE = 8
 class ModelConfig:
     """Hyper-parameters of one InfoTok model; stored as JSON in the weights' metadata."""
 
-    name: str = "infotok-s"
+    name: str = "infotok-m"
     levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)
-    channels_quarter: int = 48  # conv width at 1/4 resolution
-    channels_eighth: int = 96  # conv width at 1/8 resolution
+    channels_quarter: int = 64  # conv width at 1/4 resolution
+    channels_eighth: int = 128  # conv width at 1/8 resolution
     blocks_quarter: int = 1
     blocks_eighth: int = 2
-    latent_dim: int = 128  # channels per latent position (before the 6-dim bottleneck)
-    temporal_blocks: int = 1  # causal (2+1)-D residual blocks at latent resolution
+    latent_dim: int = 192  # channels per latent position (before the 6-dim bottleneck)
+    temporal_blocks: int = 2  # causal (2+1)-D residual blocks at latent resolution
     width: int = 128  # transformer width
     heads: int = 4
     compressor_layers: int = 2
@@ -52,12 +60,17 @@ class ModelConfig:
     attn_window: int = 8  # spatial attention window in latent positions
     max_latent_frames: int = 64  # size of the learned temporal embedding table
     frame_chunk: int = 8  # latent frames per chunk in the per-frame 2-D stages (bounds memory)
+    # "residual": adaptive branches around the base tokenizer (trainable in stages). "serial": the
+    # transformers sit in the token path (infotok-s's layout, kept so its weights and files still work).
+    layout: str = "residual"
     extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in d.items() if k in known}
+        if kwargs.get("layout", "residual") not in ("residual", "serial"):
+            raise ValueError(f"unknown model layout {kwargs['layout']!r}")
         if "levels" in kwargs:
             kwargs["levels"] = tuple(int(v) for v in kwargs["levels"])
         return cls(**kwargs)
@@ -355,23 +368,49 @@ class InfoTok(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.adaptive = True  # False: the base tokenizer alone (full rate only; base training stage)
         d = len(cfg.levels)
         self.encoder = Encoder(cfg)
-        self.enc_in = nn.Linear(cfg.latent_dim, cfg.width)
-        self.compressor = TokenTransformer(cfg, cfg.compressor_layers)
-        self.to_code = nn.Linear(cfg.width, d)
-        self.quantizer = FSQ(cfg.levels)
-        self.from_code = nn.Linear(d, cfg.width)
-        self.dropped_token = nn.Parameter(torch.zeros(cfg.width))  # the decoder knows what is missing
+        if cfg.layout == "serial":  # infotok-s: latent -> compressor -> code; code -> decompressor -> latent
+            self.enc_in = nn.Linear(cfg.latent_dim, cfg.width)
+            self.compressor = TokenTransformer(cfg, cfg.compressor_layers)
+            self.to_code = nn.Linear(cfg.width, d)
+            self.from_code = nn.Linear(d, cfg.width)
+            self.dropped_token = nn.Parameter(torch.zeros(cfg.width))
+            self.decompressor = TokenTransformer(cfg, cfg.decompressor_layers)
+            self.dec_out = nn.Linear(cfg.width, cfg.latent_dim)
+        else:
+            self.compressor_in = nn.Linear(cfg.latent_dim, cfg.width)
+            self.compressor = TokenTransformer(cfg, cfg.compressor_layers)
+            self.compressor_out = zero_linear(cfg.width, cfg.latent_dim)
+            self.to_code = nn.Linear(cfg.latent_dim, d)
+            self.from_code = nn.Linear(d, cfg.latent_dim)
+            self.dropped_token = nn.Parameter(torch.zeros(cfg.latent_dim))  # the decoder knows what is missing
+            self.decompressor_in = nn.Linear(cfg.latent_dim, cfg.width)
+            self.decompressor = TokenTransformer(cfg, cfg.decompressor_layers)
+            self.decompressor_out = zero_linear(cfg.width, cfg.latent_dim)
         nn.init.normal_(self.dropped_token, std=0.02)
-        self.decompressor = TokenTransformer(cfg, cfg.decompressor_layers)
-        self.dec_out = nn.Linear(cfg.width, cfg.latent_dim)
+        self.quantizer = FSQ(cfg.levels)
         self.decoder = Decoder(cfg)
+
+    def base_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the base tokenizer (encoder, code maps, decoder)."""
+        if self.cfg.layout == "serial":
+            raise ValueError("the serial layout has no separate base tokenizer to train in stages")
+        return [p for m in (self.encoder, self.to_code, self.from_code, self.decoder) for p in m.parameters()]
+
+    def adaptive_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the adaptive path (compressor, decompressor, the dropped-position vector)."""
+        base = {id(p) for p in self.base_parameters()}
+        return [p for p in self.parameters() if id(p) not in base]
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B,3,T,H,W] in [-1,1] -> (codes [B,t,h,w,6], indices [B,t,h,w])."""
         z = self.encoder(x).permute(0, 2, 3, 4, 1)  # [B,t,h,w,D]
-        z = self.compressor(self.enc_in(z))
+        if self.cfg.layout == "serial":
+            z = self.compressor(self.enc_in(z))
+        elif self.adaptive:
+            z = z + self.compressor_out(self.compressor(self.compressor_in(z)))
         return self.quantizer(self.to_code(z))
 
     def decode(self, codes: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -379,12 +418,23 @@ class InfoTok(nn.Module):
         y = self.from_code(codes.to(self.from_code.weight.dtype))
         if keep is not None:
             y = torch.where(keep[..., None], y, self.dropped_token.to(y.dtype))
-        y = self.dec_out(self.decompressor(y)).permute(0, 4, 1, 2, 3)
-        return self.decoder(y)
+        if self.cfg.layout == "serial":
+            y = self.dec_out(self.decompressor(y))
+        elif self.adaptive:
+            y = y + self.decompressor_out(self.decompressor(self.decompressor_in(y)))
+        return self.decoder(y.permute(0, 4, 1, 2, 3))
 
     def decode_indices(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Token indices [B,t,h,w] (values at dropped positions are ignored) -> frames."""
         return self.decode(self.quantizer.indices_to_codes(indices), keep)
+
+
+def zero_linear(fan_in: int, fan_out: int) -> nn.Linear:
+    """A linear layer that starts at zero: a new residual branch begins as the identity."""
+    layer = nn.Linear(fan_in, fan_out)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,6 +1,14 @@
-"""Training script for the InfoTok model (InfoTok-Flex: one model for many keep rates).
+"""Training script for the InfoTok model, in stages as the paper trains it.
 
-One step: encode a batch of random clips, decode all tokens without gradients to get the router's
+- `base`: the base tokenizer alone (encoder, code maps, decoder) at full rate, with the adaptive path
+  switched off: no router pass, no masking, cheap steps. Most of the compute goes here.
+- `adaptive`: the base is frozen; the compressor, decompressor and the dropped-position vector learn the
+  Flex objective (below). Their zero-initialised output layers make the stage start at the base's
+  quality.
+- `full` (also the default, `flex`): everything trains with the Flex objective (the final fine-tune).
+Between stages, `init_from` loads the previous stage's weights with a fresh optimiser.
+
+One Flex step: encode a batch of random clips, decode all tokens without gradients to get the router's
 per-position error, draw a keep rate per clip from {1, 0.75, 0.5, 0.25}, keep the positions with the
 largest error, decode the kept tokens with gradients, and minimise L1 + w x (1 - SSIM).
 
@@ -33,12 +41,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .codebook import token_entropy
 from .metrics import ssim_loss
 from .model import InfoTok, ModelConfig, count_parameters
 from .router import position_error, tokens_for_rate, top_k_mask
 from .video_io import iter_frames
-from .weights import save_weights
+from .weights import load_model, save_weights, sha256_file
 
+STAGES = ("base", "adaptive", "full")
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
 
 
@@ -70,6 +80,12 @@ class TrainConfig:
     val_every: int = 500
     checkpoint_every: int = 250
     model: dict = field(default_factory=dict)  # ModelConfig overrides
+    minutes: float = 0.0  # if > 0: a training-time budget; the run ends at `steps` or this, whichever is first
+    batch_pixels: int = 0  # if > 0: clips per step = batch_pixels // (crop pixels x frames), at least 1
+    stage: str = "full"  # base | adaptive | full (see the module docstring)
+    init_from: str = ""  # weights file (safetensors) to start from; fresh optimiser
+    val_frames: int = 17  # validation windows: frames and centre-crop size
+    val_size: int = 128
 
 
 _TUPLE_FIELDS = {"crops": lambda v: tuple((int(h), int(w)) for h, w in v),
@@ -90,6 +106,8 @@ def config_from_dict(d: dict) -> TrainConfig:
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"malformed training setting {key!r}: {exc}") from None
     cfg = TrainConfig(**kwargs)
+    if cfg.stage not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
     if cfg.clip_frames < 1 or (cfg.clip_frames - 1) % 4:
         raise ValueError(f"clip_frames must be 1 + 4k, got {cfg.clip_frames}")
     if not cfg.crops or any(h < 8 or w < 8 or h % 8 or w % 8 for h, w in cfg.crops):
@@ -155,8 +173,9 @@ class ClipSampler:
         """A batch [B,3,T,H,W] in [-1, 1] with one crop shape for the whole batch."""
         cfg = self.cfg
         ch, cw = self.rng.choice(cfg.crops)
+        batch = max(1, cfg.batch_pixels // (ch * cw * cfg.clip_frames)) if cfg.batch_pixels else cfg.batch
         clips = []
-        for v in self.rng.choices(self.videos, weights=self.weights, k=cfg.batch):
+        for v in self.rng.choices(self.videos, weights=self.weights, k=batch):
             n, h, w, _ = v.shape
             down = self.rng.random() < cfg.downscale_prob and h >= 2 * ch and w >= 2 * cw
             sh, sw = (2 * ch, 2 * cw) if down else (ch, cw)
@@ -186,6 +205,8 @@ class FlexObjective(nn.Module):
 
     def forward(self, x: torch.Tensor, rates: list[float]) -> torch.Tensor:
         codes, _ = self.model.encode(x)
+        if not self.model.adaptive:  # base stage: full rate, no router pass
+            return self.model.decode(codes)
         if any(r < 1 for r in rates):
             with torch.no_grad():
                 error = position_error(x, self.model.decode(codes.detach()))
@@ -197,10 +218,19 @@ class FlexObjective(nn.Module):
         return self.model.decode(codes, keep)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def schedule_progress(step: int, seconds: float, cfg: TrainConfig) -> float:
+    """Fraction of the run done: by steps, or by training time when `minutes` sets a time budget
+    (then the cosine schedule fits whatever speed the machine gives)."""
+    by_steps = step / cfg.steps
+    return max(by_steps, seconds / (60 * cfg.minutes)) if cfg.minutes > 0 else by_steps
+
+
+def lr_at(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    if progress is None:
+        progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    progress = min(1.0, progress)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
@@ -244,21 +274,31 @@ def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module, opt: torch.opt
 
 @torch.no_grad()
 def validate(model: InfoTok, clips: list[torch.Tensor], rates: tuple[float, ...], bf16: bool) -> dict[str, float]:
-    """Mean PSNR per keep rate on fixed validation windows."""
+    """PSNR per keep rate (over all validation windows' pixels) and codebook use at full rate."""
     model.eval()
-    out = {}
+    out: dict[str, float] = {}
+    indices = []
     for rate in rates:
-        values = []
+        if rate < 1 and not model.adaptive:
+            continue
+        sq_err, count = 0.0, 0
         for x in clips:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                codes, _ = model.encode(x)
+                codes, idx = model.encode(x)
                 keep = None
                 if rate < 1:
                     err = position_error(x, model.decode(codes))[0]
                     keep = top_k_mask(err, tokens_for_rate(rate, err.numel()))[None]
                 y = model.decode(codes, keep)
-            values.append(psnr_pm1(y, x))
-        out[f"psnr@{rate:g}"] = float(np.mean(values))
+            sq_err += F.mse_loss(y.float().clamp(-1, 1), x, reduction="sum").item()
+            count += x.numel()
+            if rate == 1:
+                indices.append(idx.flatten())
+        out[f"psnr@{rate:g}"] = 10 * math.log10(4 / max(sq_err / count, 1e-12))
+    if indices:
+        use = token_entropy(torch.cat(indices), model.cfg.levels)
+        out["digit_bits"] = round(use["bits_per_token"], 3)
+        out["min_digit_fraction"] = round(min(use["digit_fraction"]), 3)
     return out
 
 
@@ -323,13 +363,27 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
     val_videos = [load_clip(f, cfg.max_frames_per_video) for f in val_files]
     log(f"decoded {sum(v.shape[0] for v in train_videos)} training frames in {time.time() - t_load:.0f}s")
     sampler = ClipSampler(train_videos, cfg, seed=cfg.seed * 1000 + rank)
-    val_clips = fixed_windows(val_videos, 17, 128)
+    val_clips = fixed_windows(val_videos, cfg.val_frames, cfg.val_size)
+    e_ref_clips = fixed_windows(train_videos, 17, 256)
 
-    model = InfoTok(ModelConfig.from_dict(cfg.model)).to(device)
+    if cfg.init_from:
+        start = load_model(cfg.init_from)
+        model = start.model.to(device).train()
+        if cfg.model and ModelConfig.from_dict({**model.cfg.to_dict(), **cfg.model}) != model.cfg:
+            raise ValueError("model settings differ from the init_from weights' config")
+        log(f"initialised from {cfg.init_from} (sha256 {start.sha256[:16]}...)")
+    else:
+        model = InfoTok(ModelConfig.from_dict(cfg.model)).to(device)
+    model.adaptive = cfg.stage != "base"
+    trained = model.adaptive_parameters() if cfg.stage == "adaptive" else (
+        model.base_parameters() if cfg.stage == "base" else list(model.parameters()))
+    trained_ids = {id(p) for p in trained}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trained_ids)
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     step, history = 0, {"val": [], "train_seconds": 0.0}
     ckpt = run_dir / "checkpoint.safetensors"
     if cfg.resume and ckpt.exists():
@@ -338,7 +392,8 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
     objective: nn.Module = FlexObjective(model)
     if distributed:
         objective = nn.parallel.DistributedDataParallel(objective)
-    log(f"model {model.cfg.name}: {count_parameters(model) / 1e6:.2f}M parameters; {world} process(es)")
+    log(f"model {model.cfg.name}: {count_parameters(model) / 1e6:.2f}M parameters, stage {cfg.stage} trains "
+        f"{sum(p.numel() for p in trained) / 1e6:.2f}M; {world} process(es)")
 
     rate_rng = random.Random(cfg.seed * 7919 + rank + step)
     sampler.rng.seed(cfg.seed * 1000 + rank + 7 * step)
@@ -352,10 +407,18 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
     window_loss, window_psnr, t_window, clips_done = [], [], time.time(), 0
     t_start = time.time()
     with bar:
-        while step < cfg.steps:
+        while True:
+            elapsed = history["train_seconds"] + time.time() - t_start
+            progress = schedule_progress(step, elapsed, cfg)
+            if distributed:  # every process stops at the same step
+                flag = torch.tensor([progress], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                progress = flag.item()
+            if progress >= 1:
+                break
             model.train()
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
+                g["lr"] = lr_at(step, cfg, progress if cfg.minutes > 0 else None)
             x = sampler.sample().to(device)
             rates = [rate_rng.choice(cfg.rates) for _ in range(x.shape[0])]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -363,10 +426,12 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
             y = y.float()
             frames_y = y.permute(0, 2, 1, 3, 4).flatten(0, 1)
             frames_x = x.permute(0, 2, 1, 3, 4).flatten(0, 1)
-            loss = (y - x).abs().mean() + cfg.ssim_weight * ssim_loss(frames_y, frames_x)
+            loss = (y - x).abs().mean()
+            if cfg.ssim_weight:
+                loss = loss + cfg.ssim_weight * ssim_loss(frames_y, frames_x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
             opt.step()
             step += 1
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))
@@ -381,27 +446,33 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
                 info = f"loss {np.mean(window_loss):.4f} psnr {np.mean(window_psnr):.2f} {rate:.1f} clips/s"
                 bar.update(task, completed=step, info=info)
                 if log_file:
-                    log_file.write(f"step {step} lr {lr_at(step, cfg):.2e} {info}\n")
+                    log_file.write(f"step {step} lr {opt.param_groups[0]['lr']:.2e} {info}\n")
                     log_file.flush()
                 if not show:
                     log(f"step {step}/{cfg.steps} {info}")
                 window_loss, window_psnr, t_window, clips_done = [], [], time.time(), 0
-            if is_main and (step % cfg.val_every == 0 or step == cfg.steps) and val_clips:
-                scores = validate(ema, val_clips, (1.0, 0.5), cfg.bf16)
+            last = schedule_progress(step, history["train_seconds"] + time.time() - t_start, cfg) >= 1
+            if is_main and (step % cfg.val_every == 0 or last) and val_clips:
+                scores = validate(ema, val_clips, (1.0, 0.5, 0.25), cfg.bf16)
+                history["e_ref_estimate"] = reference_error(ema, e_ref_clips[:24], cfg.bf16)
                 history["val"].append({"step": step, **scores})
                 msg = f"val step {step}: " + " ".join(f"{k} {v:.2f}" for k, v in scores.items())
                 log(msg)
                 if log_file:
                     log_file.write(msg + "\n")
                     log_file.flush()
-            if is_main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            if is_main and (step % cfg.checkpoint_every == 0 or last):
                 history["train_seconds"] += time.time() - t_start
                 t_start = time.time()
                 save_checkpoint(ckpt, step, model, ema, opt, cfg, history)
+                if history["val"]:  # EMA weights as of now, loadable before the run ends
+                    save_weights(run_dir / "ema-latest.safetensors", ema, history.get("e_ref_estimate", 0.0),
+                                 {"steps": step, "stage": cfg.stage, "last_val": history["val"][-1]})
 
     summary: dict = {}
     if is_main:
-        e_ref = reference_error(ema, fixed_windows(train_videos, 17, 256), cfg.bf16)
+        ema.adaptive = True  # the shipped model always has its adaptive path (identity after a base stage)
+        e_ref = reference_error(ema, e_ref_clips, cfg.bf16)
         summary = {
             "steps": step,
             "train_seconds": round(history["train_seconds"], 1),
@@ -411,6 +482,8 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
             "val_clips": [f.name for f in val_files],
             "last_val": history["val"][-1] if history["val"] else {},
             "e_ref": e_ref,
+            "stage": cfg.stage,
+            "init_from_sha256": sha256_file(cfg.init_from) if cfg.init_from else "",
             "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "run_dir")},
         }
         sha = save_weights(cfg.out, ema, e_ref, summary)

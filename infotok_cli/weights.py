@@ -1,13 +1,14 @@
 """Model weights: safetensors files with the config, e_ref and a training summary in the metadata.
 
 Weights are only ever read with safetensors (no pickle). A model is named either by a name shipped in
-`infotok_cli/weights/` (the default is `infotok-s`) or by a path to a `.safetensors` file.
+`infotok_cli/weights/` (the default is `infotok-m`) or by a path to a `.safetensors` file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ def sha256_file(path: str | Path) -> str:
 
 
 def resolve_model_path(name_or_path: str | Path | None) -> Path:
-    """A shipped model name (e.g. 'infotok-s') or a path to a .safetensors file."""
+    """A shipped model name (e.g. "infotok-m") or a path to a .safetensors file."""
     name = str(name_or_path or DEFAULT_MODEL)
     shipped = WEIGHTS_DIR / f"{name}.safetensors"
     if "/" not in name and "\\" not in name and shipped.is_file():
@@ -98,12 +99,6 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     meta = read_metadata(path)
     if meta.get("format") != WEIGHTS_FORMAT:
         raise WeightsError(f"{path}: not an infotok weights file (format {meta.get('format')!r})")
-    try:
-        config = ModelConfig.from_dict(json.loads(meta["config"]))
-        e_ref = float(meta["e_ref"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise WeightsError(f"{path}: bad weights metadata ({exc})") from None
-    model = InfoTok(config)
     tensors = {}
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -111,7 +106,19 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
                 tensors[key] = f.get_tensor(key)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    try:
+        config_dict = json.loads(meta["config"])
+        if "layout" not in config_dict:  # written before the field existed: tell the layouts apart by name
+            config_dict["layout"] = "serial" if "enc_in.weight" in tensors else "residual"
+        config = ModelConfig.from_dict(config_dict)
+        e_ref = float(meta["e_ref"])
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise WeightsError(f"{path}: bad weights metadata ({exc})") from None
+    model = InfoTok(config)
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError:  # a tensor of the wrong shape for the config
+        raise WeightsError(f"{path}: weights do not match the config (tensor shapes differ)") from None
     if missing or unexpected:
         raise WeightsError(f"{path}: weights do not match the config (missing {len(missing)}, "
                            f"unexpected {len(unexpected)} tensors)")
@@ -119,3 +126,40 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     training = json.loads(meta.get("training", "{}") or "{}")
     return LoadedModel(model=model, config=config, name=config.name, sha256=sha256_file(path),
                        e_ref=e_ref, path=path, metadata={"training": training})
+
+
+MEASURED_FILE = WEIGHTS_DIR / "measured.json"  # quality and speed measured by `make bench`, per weights hash
+
+
+def shipped_model_info() -> list[dict]:
+    """One entry per shipped model: name, file size, parameters, SHA-256, training summary, and the
+    quality and speed measured for exactly these weights (from weights/measured.json, if recorded)."""
+    try:
+        measured = json.loads(MEASURED_FILE.read_text()) if MEASURED_FILE.is_file() else {}
+    except (OSError, ValueError):
+        measured = {}
+    out = []
+    for path in sorted(WEIGHTS_DIR.glob("*.safetensors")):
+        meta = read_metadata(path)
+        try:
+            config = json.loads(meta.get("config", "{}"))
+            training = json.loads(meta.get("training", "{}") or "{}")
+        except ValueError:
+            config, training = {}, {}
+        with safe_open(str(path), framework="pt") as f:
+            parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+        sha = sha256_file(path)
+        record = measured.get(path.stem, {})
+        out.append({
+            "name": path.stem,
+            "default": path.stem == DEFAULT_MODEL,
+            "file_bytes": path.stat().st_size,
+            "parameters": parameters,
+            "sha256": sha,
+            "training_steps": training.get("steps"),
+            "training_stage": training.get("stage"),
+            "config": config,
+            # numbers only count for the weights they were measured with
+            "measured": record.get("measured", {}) if record.get("sha256") == sha else {},
+        })
+    return out

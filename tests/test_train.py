@@ -84,3 +84,43 @@ def test_torchrun_two_processes(tmp_path: Path, clips: list[Path]) -> None:
     assert loaded.e_ref > 0
     assert loaded.metadata["training"]["processes"] == 2
     assert loaded.metadata["training"]["steps"] == 2
+
+
+def _params(path: str) -> dict:
+    model = load_model(path).model
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_stages_train_the_right_parameters(tmp_path: Path, clips: list[Path]) -> None:
+    """base trains only the base tokenizer (adaptive branches stay at their zero start, so the shipped
+    model equals the base); adaptive then trains only the adaptive path from those weights."""
+    base = tiny_config(tmp_path, clips, stage="base", run_dir=str(tmp_path / "run-base"),
+                       out=str(tmp_path / "base.safetensors"))
+    summary = train.run(base, progress=False, echo=lambda _m: None)
+    assert summary["stage"] == "base"
+    after_base = _params(base.out)
+    fresh = train.InfoTok(train.ModelConfig.from_dict(TINY))
+    base_keys = {k for k in after_base if k.split(".")[0] in ("encoder", "to_code", "from_code", "decoder")}
+    assert all(not after_base[k].any() for k in after_base if k.startswith(("compressor_out", "decompressor_out")))
+    assert any(not after_base[k].equal(fresh.state_dict()[k]) for k in base_keys)
+
+    adaptive = tiny_config(tmp_path, clips, stage="adaptive", init_from=base.out,
+                           run_dir=str(tmp_path / "run-adaptive"), out=str(tmp_path / "adaptive.safetensors"))
+    summary = train.run(adaptive, progress=False, echo=lambda _m: None)
+    assert summary["init_from_sha256"] == load_model(base.out).sha256
+    after_adaptive = _params(adaptive.out)
+    assert all(after_adaptive[k].equal(after_base[k]) for k in base_keys)  # frozen
+    changed = [k for k in after_adaptive if k not in base_keys and not after_adaptive[k].equal(after_base[k])]
+    assert any(k.startswith("decompressor_out") for k in changed)
+
+
+def test_time_budget_ends_the_run(tmp_path: Path, clips: list[Path]) -> None:
+    cfg = tiny_config(tmp_path, clips, steps=10_000, minutes=0.001)  # 60 ms: ends after the first step
+    summary = train.run(cfg, progress=False, echo=lambda _m: None)
+    assert 1 <= summary["steps"] < 10_000
+    assert load_model(cfg.out).metadata["training"]["steps"] == summary["steps"]
+
+
+def test_unknown_stage_is_rejected() -> None:
+    with pytest.raises(ValueError, match="stage"):
+        train.config_from_dict({"stage": "everything"})

