@@ -50,11 +50,12 @@ train:
 # leaves the input in $(FUZZ_DIR)/; the corpus grows in $(FUZZ_DIR)/corpus between runs.
 FUZZ_RUNS ?= 100000
 FUZZ_DIR ?= .fuzz
+FUZZ_ARGS ?= -max_len=16384
 fuzz:
 	$(BIN)/pip install --quiet 'atheris>=2.3,<4'
 	mkdir -p $(FUZZ_DIR)/corpus
 	$(BIN)/python scripts/fuzz_itok.py -runs=$(FUZZ_RUNS) -timeout=1 -rss_limit_mb=2048 -print_final_stats=1 \
-		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_ARGS) $(FUZZ_DIR)/corpus
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

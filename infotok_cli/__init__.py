@@ -1,3 +1,35 @@
-"""infotok: compress videos into adaptive discrete tokens (InfoTok) and back."""
+"""infotok: compress videos into adaptive discrete tokens (InfoTok) and back.
+
+The Python API (docs/API.md) is importable from here: `load`, `compress`, `decompress`, `Tokenizer`,
+`TokenFile`, `TokenWindow`, `Tokens`. Each is imported on first use, so `import infotok_cli` (and the
+CLI's quick paths) do not pay for torch and PyAV; reading token files (`load`) never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_TOKENS = ("load", "TokenFile", "TokenWindow", "Tokens")  # torch-free
+_API = ("compress", "decompress", "Tokenizer", *_TOKENS)
+__all__ = ["__version__", *_API]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import TokenFile, Tokenizer, Tokens, TokenWindow, compress, decompress, load  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TOKENS:
+        from . import tokens
+
+        return getattr(tokens, name)
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'infotok_cli' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -1,11 +1,12 @@
-"""The `infotok` command line: compress, decompress, inspect, eval and train.
+"""The `infotok` command line: compress, decompress, inspect, export, visualize, eval and train.
 
-The CLI is a thin layer: every capability lives in a library function (codec, stats, plots, train);
-this module parses options, checks inputs and outputs up front, shows progress and summaries, and
-turns errors into one-line messages with documented exit codes.
+The CLI is a thin layer: every capability lives in a library function (api, export, batch, stats, plots,
+train); this module parses options, checks inputs and outputs up front, shows progress and summaries,
+and turns errors into one-line messages with documented exit codes.
 
-Output conventions: `--json` prints exactly one JSON object on stdout and nothing else there; progress
-bars, summaries, notices and errors go to stderr (except `inspect`'s report, which is its output).
+Output conventions: `--json` prints exactly one JSON object on stdout (in batch mode one per line and
+input) and nothing else there; progress bars, summaries, notices and errors go to stderr (except
+`inspect`'s report, which is its output).
 Existing outputs are never overwritten without `--force` (checked before any work), outputs are
 written atomically, inputs are never modified.
 
@@ -17,6 +18,12 @@ Exit codes:
   4  invalid or corrupt .itok file
   5  output already exists (pass --force to overwrite)
   6  model or weights problem (missing or unreadable weights, weights that do not match the file)
+  7  batch: at least one input failed (each failure is reported with its own code; the others were done)
+
+Batch mode (`compress`/`decompress` with `-o DIR`, `--from-list`, `--shard` or `--skip-existing`;
+`inspect` with several inputs): many inputs in one process and one model load. Each input succeeds or
+fails on its own: a line per file and a summary on stderr, or one JSON object per line per file with
+`--json`. Problems found before any work (options, model, outputs that exist) still exit with codes 2-6.
 """
 
 from __future__ import annotations
@@ -54,10 +61,12 @@ EXIT_INPUT = 3
 EXIT_CONTAINER = 4
 EXIT_EXISTS = 5
 EXIT_MODEL = 6
+EXIT_BATCH = 7
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 internal error; 2 usage error; 3 input not found, unreadable or not a video; "
-    "4 invalid or corrupt .itok file; 5 output exists (use --force); 6 model/weights problem."
+    "4 invalid or corrupt .itok file; 5 output exists (use --force); 6 model/weights problem; "
+    "7 batch: some inputs failed."
 )
 
 app = typer.Typer(
@@ -131,6 +140,24 @@ def library_error_code(exc: Exception, codec_code: int) -> int | None:
     return None
 
 
+def classify(exc: Exception, codec_code: int) -> tuple[int, str]:
+    """(exit code, one-line message) of an exception (see `errors` and the module docstring)."""
+    if isinstance(exc, CliError):
+        return exc.code, one_line(exc)
+    if isinstance(exc, FileExistsError):  # incl. the writers' own: another process wrote the output first
+        return EXIT_EXISTS, one_line(os_error_message(exc))
+    code = library_error_code(exc, codec_code)
+    if code is not None:
+        return code, one_line(exc)
+    if isinstance(exc, FileExistsError):
+        return EXIT_EXISTS, one_line(os_error_message(exc))
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return EXIT_INPUT, one_line(os_error_message(exc))
+    if isinstance(exc, ValueError):
+        return EXIT_USAGE, one_line(exc)
+    return EXIT_INTERNAL, one_line(f"internal error: {type(exc).__name__}: {exc}")
+
+
 @contextmanager
 def errors(codec_code: int) -> Iterator[None]:
     """Map exceptions to one `error: ...` line on stderr and an exit code (see the module docstring).
@@ -149,20 +176,13 @@ def errors(codec_code: int) -> Iterator[None]:
         sys.stderr.write("error: interrupted\n")
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
-        code = library_error_code(exc, codec_code)
-        if code is not None:
-            die(exc, code)
-        if isinstance(exc, FileExistsError):
-            die(os_error_message(exc), EXIT_EXISTS)
-        if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
-            die(os_error_message(exc), EXIT_INPUT)
-        if isinstance(exc, ValueError):
-            die(exc, EXIT_USAGE)
+        code, message = classify(exc, codec_code)
+        if code != EXIT_INTERNAL:
+            die(message, code)
         debug = os.environ.get("INFOTOK_DEBUG") == "1"
         if debug:
             traceback.print_exc()
-        die(f"internal error: {type(exc).__name__}: {exc}" + ("" if debug else " (INFOTOK_DEBUG=1 shows details)"),
-            EXIT_INTERNAL)
+        die(message + ("" if debug else " (INFOTOK_DEBUG=1 shows details)"), EXIT_INTERNAL)
 
 
 # ----------------------------------------------------------------------------- preflight checks
@@ -223,14 +243,13 @@ def shipped_models() -> list[str]:
 def tokenizer_for(header, model: str | None, device: str):
     """The model that decodes a file: --model, else the shipped model the header names, else the default.
     Its weights must be the ones the file was made with (checked here, before decoding: exit 6, not 4)."""
-    from .codec import CodecError, Tokenizer, check_model_matches
-    from .weights import DEFAULT_MODEL, WeightsError, load_model
+    from .api import Tokenizer
+    from .codec import CodecError
+    from .weights import WeightsError
 
     dev = pick_device(device)
-    name = model or (header.model_name if header.model_name in shipped_models() else DEFAULT_MODEL)
     try:
-        tok = Tokenizer(load_model(name, dev), dev)
-        check_model_matches(header, tok)
+        tok = Tokenizer.for_file(header, model, dev)
     except (WeightsError, CodecError) as exc:
         hint = "" if model else f" (the file was made with model {header.model_name!r}; pass --model)"
         raise CliError(f"{exc}{hint}", EXIT_MODEL) from None
@@ -314,6 +333,98 @@ def root(
     """Compress videos into adaptive discrete tokens (InfoTok) and back."""
 
 
+# ----------------------------------------------------------------------------- batch mode
+
+OutDirOpt = Annotated[Path | None, typer.Option(
+    "--output-dir", "-o", metavar="DIR",
+    help="Batch mode: one output per input in DIR (created if missing), named after the input.")]
+FromListOpt = Annotated[str | None, typer.Option(
+    "--from-list", metavar="FILE|-", help="Batch mode: also read input paths from FILE, one per line (- = stdin).")]
+SkipExistingOpt = Annotated[bool, typer.Option(
+    "--skip-existing", help="Batch mode: skip inputs whose output exists (resumes an interrupted batch).")]
+ShardOpt = Annotated[str | None, typer.Option(
+    "--shard", metavar="K/N",
+    help="Batch mode: only shard K of N (K = 0..N-1), the inputs at positions K, K+N, ... of the list.")]
+
+
+def batch_inputs(positional: list[Path] | None, from_list: str | None, shard: str | None) -> list[Path]:
+    """Every input of a batch (arguments, then the list), without repeats, restricted to the shard."""
+    from .batch import parse_shard, read_list, select_shard, unique
+
+    inputs = list(positional or [])
+    if from_list is not None:
+        if from_list != "-":
+            require_input(Path(from_list))
+        inputs += [Path(p) for p in read_list(from_list)]
+    if not inputs:
+        raise CliError("no inputs given (pass files, or --from-list FILE)", EXIT_USAGE)
+    return select_shard(unique(inputs), parse_shard(shard) if shard is not None else None)
+
+
+def batch_outputs(inputs: list[Path], out_dir: Path | None, suffix: str, force: bool, skip_existing: bool):
+    """The batch's items, with every check that can be made before any work (exit 2 or 5)."""
+    from .batch import plan
+
+    if out_dir is None:
+        raise CliError("batch mode (--from-list, --shard, --skip-existing or several inputs) needs -o DIR",
+                       EXIT_USAGE)
+    if force and skip_existing:
+        raise CliError("--force and --skip-existing contradict each other; pick one", EXIT_USAGE)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"{out_dir}: -o must name a directory", EXIT_USAGE)
+    items = plan(inputs, out_dir, suffix)
+    existing = [i.output for i in items if i.output is not None and i.output.exists()]
+    if existing and not force and not skip_existing:
+        raise CliError(f"{len(existing)} of {len(items)} outputs already exist, e.g. {existing[0]} "
+                       "(use --skip-existing to resume or --force to overwrite)", EXIT_EXISTS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return items
+
+
+def check_batch_item(item) -> None:
+    require_input(item.input)
+    if item.output is not None and item.output.exists() and item.output.resolve() == item.input.resolve():
+        raise CliError(f"{item.output}: the output is the input file; inputs are never modified", EXIT_USAGE)
+
+
+def report_batch(outcomes, total: int, codec_code: int, json_out: bool, quiet: bool, describe) -> int:
+    """Print each outcome as it comes (a line on stderr, or a JSON line on stdout) and a summary on stderr;
+    returns the exit code (7 if any input failed)."""
+    t0 = time.perf_counter()
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    for n, o in enumerate(outcomes, start=1):
+        counts[o.status] += 1
+        code, message = classify(o.error, codec_code) if o.error is not None else (EXIT_OK, None)
+        if json_out:
+            print_json({**(o.result or {}), "input": str(o.item.input),
+                        "output": None if o.item.output is None else str(o.item.output), "status": o.status,
+                        "exit_code": code, "error": message, "seconds": o.seconds})
+        elif not quiet:
+            target = f" -> {o.item.output}" if o.item.output is not None else ""
+            if o.status == "ok":
+                detail = describe(o.result)
+            else:
+                detail = "output exists" if o.status == "skipped" else f"{message} (exit {code})"
+            sys.stderr.write(f"[{n}/{total}] {o.status} {o.item.input}{target}: {detail}\n")
+            sys.stderr.flush()
+    if not quiet:
+        sys.stderr.write(f"{total} input(s): {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} "
+                         f"skipped in {time.perf_counter() - t0:.1f} s\n")
+    return EXIT_BATCH if counts["failed"] else EXIT_OK
+
+
+def single_pair(inputs: list[Path] | None, what: str) -> tuple[Path, Path]:
+    """INPUT OUTPUT of the single-file form."""
+    if not inputs or len(inputs) != 2:
+        raise CliError(f"give INPUT OUTPUT, or several {what} with -o DIR (got {len(inputs or [])} argument(s))",
+                       EXIT_USAGE)
+    return inputs[0], inputs[1]
+
+
+def is_batch(inputs: list[Path] | None, out_dir, from_list, shard, skip_existing: bool) -> bool:
+    return out_dir is not None or from_list is not None or shard is not None or skip_existing
+
+
 # ----------------------------------------------------------------------------- compress
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", metavar="NAME|PATH",
@@ -328,48 +439,117 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, 
 
 @app.command(epilog=EXIT_CODES_HELP)
 def compress(
-    input: Annotated[Path, typer.Argument(help="Video to compress (mp4, mkv, mov, ...).",
-                                          show_default=False)],
-    output: Annotated[Path, typer.Argument(help="The .itok file to write.", show_default=False)],
+    inputs: Annotated[list[Path] | None, typer.Argument(
+        metavar="INPUT OUTPUT | INPUTS... -o DIR",
+        help="A video (mp4, mkv, mov, ...) and the .itok file to write; or, with -o DIR, any number of videos.",
+        show_default=False)] = None,
     beta: Annotated[float, typer.Option(min=1 / 16, max=1.0, help="Target keep rate (1/16..1).")] = 0.5,
     strategy: Annotated[Strategy, typer.Option(help="How the token budget is shared between windows.")]
     = Strategy.global_,
+    target_psnr: Annotated[float | None, typer.Option(
+        "--target-psnr", min=1, max=99, metavar="DB",
+        help="Quality instead of budget: each window keeps the fewest tokens whose reconstruction reaches "
+             "this PSNR (replaces --beta and --strategy).", show_default=False)] = None,
+    max_bpp16: Annotated[float | None, typer.Option(
+        "--max-bpp16", min=0.125, max=1.0625, metavar="X",
+        help="With --target-psnr: cap each window at this BPP16 (keep rate X - 1/16).", show_default=False)]
+    = None,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not keep the input's audio.")] = False,
     window: WindowOpt = 33,
     overlap: OverlapOpt = 3,
     model: ModelOpt = None,
     device: DeviceOpt = Device.auto,
+    output_dir: OutDirOpt = None,
+    from_list: FromListOpt = None,
+    skip_existing: SkipExistingOpt = False,
+    shard: ShardOpt = None,
     force: ForceOpt = False,
-    json_out: JsonOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (batch: one per "
+                                                          "line and input, with its status).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Compress a video into an .itok token file."""
+    """Compress a video into an .itok token file (or many videos into a directory, loading the model once)."""
     check_window_options(window, overlap)
+    if max_bpp16 is not None and target_psnr is None:
+        die("--max-bpp16 caps the rate of --target-psnr; give --target-psnr too", EXIT_USAGE)
+    options = {"beta": beta, "strategy": strategy.value, "window": window, "overlap": overlap,
+               "target_psnr": target_psnr, "max_bpp16": max_bpp16, "audio": not no_audio}
+    if is_batch(inputs, output_dir, from_list, shard, skip_existing):
+        compress_batch(inputs, output_dir, from_list, shard, skip_existing, options, model, device.value, force,
+                       json_out, quiet)
+        return
     with errors(codec_code=EXIT_INPUT):
+        input, output = single_pair(inputs, "videos")
         require_input(input)
         require_output(output, force, [input])
-        from .codec import Tokenizer, compress_video
-        from .weights import load_model
+        from .api import Tokenizer
 
-        dev = pick_device(device.value)
-        tok = Tokenizer(load_model(model, dev), dev)
+        tok = Tokenizer(model, pick_device(device.value))
         with frame_progress("compress", show_progress(quiet)) as progress:
-            result = compress_video(input, output, tok, beta=beta, strategy=strategy.value, window=window,
-                                    overlap=overlap, overwrite=force, progress=progress)
+            result = tok.compress_file(input, output, force=force, progress=progress, **options)
     print_notices(result.notices, quiet)
     if json_out:
         print_json(result.to_dict())
     elif not quiet:
-        err_console.print(key_value_table(f"{input.name} -> {output.name}", [
+        rate_control = (f"target {target_psnr:g} dB" + (f", max BPP16 {max_bpp16:g}" if max_bpp16 else "")
+                        if target_psnr is not None else f"{strategy.value}, beta {beta:g}")
+        rows = [
             ("frames", f"{result.frames} ({result.width}x{result.height})"),
-            ("windows", f"{result.windows} ({strategy.value}, beta {beta:g}, window {window}, "
-                        f"overlap {overlap})"),
+            ("windows", f"{result.windows} ({rate_control}, window {window}, overlap {overlap})"),
             ("tokens kept", f"{result.tokens_kept:,} / {result.tokens_max:,}"),
             ("keep rate", f"{result.keep_rate:.4f}"),
             ("BPP16", f"{result.bpp16:.4f}"),
             ("bits per pixel", f"{result.bits_per_pixel:.5f}"),
             ("file size", human_size(result.file_bytes)),
             ("time", f"{result.seconds:.2f} s ({result.frames_per_second:.1f} frames/s)"),
-        ]))
+        ]
+        if result.window_psnr:
+            rows.insert(3, ("PSNR", psnr_line(result.window_psnr, result.windows_short)))
+        if result.audio:
+            rows.insert(-2, ("audio", audio_line(result.audio)))
+        err_console.print(key_value_table(f"{input.name} -> {output.name}", rows))
+
+
+def psnr_line(psnr: list[float], short: int) -> str:
+    """Achieved PSNR of a --target-psnr file, over its windows."""
+    return (f"mean {sum(psnr) / len(psnr):.2f} dB, min {min(psnr):.2f} dB; "
+            f"{short} of {len(psnr)} windows short of the target")
+
+
+def audio_line(a: dict) -> str:
+    """One line about a kept audio stream (audio.AudioTrack.summary())."""
+    return (f"{a['codec']}, {a['channels']} ch ({a['layout'] or '?'}), {a['sample_rate']} Hz, "
+            f"{a['duration_seconds']:.2f} s, {human_size(a['bytes'])}")
+
+
+def compress_batch(inputs, out_dir, from_list, shard, skip_existing: bool, options: dict, model, device: str,
+                   force: bool, json_out: bool, quiet: bool) -> None:
+    """`compress INPUTS... -o DIR`: every input to DIR/<stem>.itok with one model."""
+    with errors(codec_code=EXIT_INPUT):
+        from . import batch
+
+        items = batch_outputs(batch_inputs(inputs, from_list, shard), out_dir, ".itok", force, skip_existing)
+        from .api import Tokenizer  # torch only now: mistakes above are reported at once
+
+        dev = pick_device(device)
+        pending = [i for i in items if not (skip_existing and i.output.exists())]
+        tok = Tokenizer(model, dev) if pending else None  # a model problem stops the batch before any work
+
+        def work(item) -> dict:
+            check_batch_item(item)
+            with frame_progress(item.input.name, show_progress(quiet)) as progress:
+                result = tok.compress_file(item.input, item.output, force=force, progress=progress, **options)
+            print_notices([f"{item.input}: {n}" for n in result.notices], quiet or json_out)
+            return result.to_dict()
+
+        def describe(r: dict) -> str:
+            return (f"{r['frames']} frames, keep {r['keep_rate']:.3f}, {human_size(r['file_bytes'])}, "
+                    f"{r['seconds']:.2f} s")
+
+        code = report_batch(batch.run(items, work, skip_existing=skip_existing), len(items), EXIT_INPUT, json_out,
+                            quiet, describe)
+    if code:
+        raise typer.Exit(code)
 
 
 # ----------------------------------------------------------------------------- decompress
@@ -379,39 +559,139 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
 @app.command(epilog=EXIT_CODES_HELP)
 def decompress(
-    input: Annotated[Path, typer.Argument(help="The .itok file to decode.", show_default=False)],
-    output: Annotated[Path, typer.Argument(help="Video to write (.mp4, .m4v, .mov or .mkv).",
-                                           show_default=False)],
+    inputs: Annotated[list[Path] | None, typer.Argument(
+        metavar="INPUT OUTPUT | INPUTS... -o DIR",
+        help="An .itok file and the video to write (.mp4, .m4v, .mov or .mkv); or, with -o DIR, any number "
+             "of .itok files (written as DIR/<name>.mp4).", show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
         "--model", "-m", metavar="NAME|PATH",
         help="Model to decode with; default: the one the file names if shipped, else the default.")] = None,
     device: DeviceOpt = Device.auto,
     lossless: Annotated[bool, typer.Option(help="Encode the output losslessly (RGB H.264, large).")] = False,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Leave out the audio the file keeps.")] = False,
+    output_dir: OutDirOpt = None,
+    from_list: FromListOpt = None,
+    skip_existing: SkipExistingOpt = False,
+    shard: ShardOpt = None,
     force: ForceOpt = False,
-    json_out: JsonOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (batch: one per "
+                                                          "line and input, with its status).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Decode an .itok file back to a video with the source's size, frame count and timing."""
+    """Decode an .itok file back to a video with the source's size, frame count and timing (or many files
+    into a directory)."""
+    if is_batch(inputs, output_dir, from_list, shard, skip_existing):
+        decompress_batch(inputs, output_dir, from_list, shard, skip_existing, lossless, model, device.value, force,
+                         json_out, quiet)
+        return
     with errors(codec_code=EXIT_CONTAINER):
+        input, output = single_pair(inputs, ".itok files")
         require_input(input)
         require_output(output, force, [input], VIDEO_SUFFIXES)
         from .container import read_header_and_index
 
         header, _, _ = read_header_and_index(input)  # a bad file fails here, before torch is loaded
-        from .codec import decompress_video
-
         tok = tokenizer_for(header, model, device.value)
         with frame_progress("decompress", show_progress(quiet)) as progress:
-            result = decompress_video(input, output, tok, lossless=lossless, overwrite=force,
-                                      progress=progress)
+            result = tok.decompress_file(input, output, lossless=lossless, force=force, progress=progress,
+                                         audio=not no_audio)
+    print_notices(result.notices, quiet)
     if json_out:
         print_json(result.to_dict())
     elif not quiet:
-        err_console.print(key_value_table(f"{input.name} -> {output.name}", [
+        rows = [
             ("frames", f"{result.frames} ({result.width}x{result.height})"),
             ("model", f"{tok.loaded.name} on {tok.device}"),
             ("output", f"{human_size(output.stat().st_size)}{' (lossless)' if lossless else ''}"),
             ("time", f"{result.seconds:.2f} s ({result.frames_per_second:.1f} frames/s)"),
+        ]
+        if result.audio:
+            rows.insert(2, ("audio", audio_line(result.audio)))
+        err_console.print(key_value_table(f"{input.name} -> {output.name}", rows))
+
+
+def decompress_batch(inputs, out_dir, from_list, shard, skip_existing: bool, lossless: bool, model, device: str,
+                     force: bool, json_out: bool, quiet: bool) -> None:
+    """`decompress INPUTS... -o DIR`: every file to DIR/<stem>.mp4, each model loaded once."""
+    with errors(codec_code=EXIT_CONTAINER):
+        from . import batch
+
+        items = batch_outputs(batch_inputs(inputs, from_list, shard), out_dir, ".mp4", force, skip_existing)
+        from .api import Tokenizer, model_for_file  # torch only now: mistakes above are reported at once
+        from .container import read_header_and_index
+        from .weights import WeightsError
+
+        dev = pick_device(device)
+        loaded: dict[str, Tokenizer] = {}
+        if model is not None and any(not (skip_existing and i.output.exists()) for i in items):
+            loaded[model] = Tokenizer(model, dev)  # a bad --model stops the batch before any work
+
+        def work(item) -> dict:
+            check_batch_item(item)
+            header, _, _ = read_header_and_index(item.input)
+            name = model_for_file(header, model)
+            if name not in loaded:
+                loaded[name] = Tokenizer(name, dev)
+            tok = loaded[name]
+            try:
+                tok.check_weights(header.weights_sha256, header.model_name)
+            except WeightsError as exc:
+                hint = "" if model else f" (the file was made with model {header.model_name!r}; pass --model)"
+                raise CliError(f"{exc}{hint}", EXIT_MODEL) from None
+            with frame_progress(item.input.name, show_progress(quiet)) as progress:
+                result = tok.decompress_file(item.input, item.output, lossless=lossless, force=force,
+                                             progress=progress)
+            return result.to_dict()
+
+        def describe(r: dict) -> str:
+            return f"{r['frames']} frames, {r['seconds']:.2f} s"
+
+        code = report_batch(batch.run(items, work, skip_existing=skip_existing), len(items), EXIT_CONTAINER,
+                            json_out, quiet, describe)
+    if code:
+        raise typer.Exit(code)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+class ExportFormat(str, enum.Enum):
+    npz = "npz"
+    safetensors = "safetensors"
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def export(
+    input: Annotated[Path, typer.Argument(help="The .itok file to export.", show_default=False)],
+    output: Annotated[Path, typer.Argument(help="The file to write (.npz or .safetensors).", show_default=False)],
+    fmt: Annotated[ExportFormat | None, typer.Option(
+        "--format", help="npz or safetensors [default: from OUTPUT's suffix].", show_default=False)] = None,
+    force: ForceOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Describe what was written as one JSON object.")]
+    = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write an .itok file's tokens and keep masks, with the metadata needed to use them, as plain arrays that
+    numpy or safetensors load without infotok (see docs/API.md)."""
+    with errors(codec_code=EXIT_CONTAINER):
+        from .export import export_tokens, format_for
+
+        require_input(input)
+        try:
+            name = format_for(output, fmt.value if fmt is not None else None)
+        except ValueError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+        require_output(output, force, [input])
+        result = export_tokens(input, output, name, force=force)
+    if json_out:
+        print_json(result)
+    elif not quiet:
+        err_console.print(key_value_table(f"{input.name} -> {output.name}", [
+            ("format", result["format"]),
+            ("windows", f"{result['windows']} (latent grid {result['latent_hw'][0]}x{result['latent_hw'][1]})"),
+            ("tokens kept", f"{result['tokens_kept']:,} / {result['tokens_possible']:,}"),
+            ("arrays", ", ".join(result["arrays"])),
+            ("file size", human_size(result["file_bytes"])),
         ]))
 
 
@@ -423,13 +703,28 @@ def inspect_report(console: Console, insp, show_frames: bool) -> None:
     from .plots import sparkline
 
     s = insp.summary
+    extra_rows = []
+    if s.get("target_psnr") is not None:
+        cap = f", max BPP16 {s['max_bpp16']:g}" if s.get("max_bpp16") else ""
+        extra_rows.append(("target PSNR", f"{s['target_psnr']:g} dB{cap}; achieved "
+                                          f"{psnr_line([w['psnr'] for w in insp.windows], s['windows_short'])}"))
+    if s.get("audio"):
+        extra_rows.append(("audio", audio_line(s["audio"])))
+    te = insp.token_entropy
+    if te is not None:
+        unread = f"; windows {', '.join(map(str, te['unreadable_windows']))} unreadable" \
+            if te["unreadable_windows"] else ""
+        extra_rows.append(("token entropy", f"{te['bits_per_token']:.2f} bits per token (sum of digit entropies; "
+                                            f"joint {te['joint_bits']:.2f}), {te['distinct_codes']:,} distinct "
+                                            f"codes in {te['tokens']:,} tokens{unread}"))
     console.print(key_value_table(s["file"], [
         ("source", s["source"]),
         ("geometry", f"{s['width']}x{s['height']}, {s['frames']} frames"),
         ("frame rate", f"{s['fps']} ({s['fps_value']:.3f} fps), {s['duration_seconds']:.2f} s"),
         ("model", f"{s['model']} (weights {s['weights_sha256'][:12]})"),
-        ("coding", f"strategy {s['strategy']}, beta {s['beta']:g}, window {s['window']}, "
-                   f"overlap {s['overlap']}, {s['windows']} windows"),
+        ("coding", (f"target PSNR {s['target_psnr']:g} dB" if s.get("target_psnr") is not None else
+                    f"strategy {s['strategy']}, beta {s['beta']:g}")
+                   + f", window {s['window']}, overlap {s['overlap']}, {s['windows']} windows"),
         ("tokens kept", f"{s['tokens_kept']:,} / {s['tokens_max']:,}"),
         ("keep rate", f"mean {s['keep_rate']:.4f}, min {s['window_keep_rate_min']:.4f}, "
                       f"max {s['window_keep_rate_max']:.4f} (over windows)"),
@@ -437,15 +732,24 @@ def inspect_report(console: Console, insp, show_frames: bool) -> None:
         ("bits per pixel", f"{s['bits_per_pixel']:.5f} ({human_size(s['file_bytes'])})"),
         ("compression", f"{s['compression_vs_raw_rgb']:.0f}x vs raw RGB, "
                         f"{s['compression_vs_fixed_rate_tokens']:.2f}x vs fixed-rate tokens"),
+        ("coded", f"{s['bits_per_kept_token']:.2f} bits per kept token ({human_size(s['token_bytes'])}), "
+                  f"{s['mask_bits_per_position']:.3f} mask bits per position ({human_size(s['mask_bytes'])}); "
+                  f"format {s.get('format_version', '?')}"),
+        *extra_rows,
     ]))
     table = Table(title="windows", title_justify="left")
-    for col in ("window", "frames", "latent txhxw", "kept", "possible", "keep rate", "per latent frame"):
+    has_psnr = any("psnr" in w for w in insp.windows)
+    cols = ("window", "frames", "latent txhxw", "kept", "possible", "keep rate", "bits/token", "mask bits/pos",
+            *(("PSNR",) if has_psnr else ()), "per latent frame")
+    for col in cols:
         table.add_column(col, justify="right" if col not in ("frames", "per latent frame") else "left")
     for w in insp.windows:
         t, h, ww = w["latent_shape"]
         last = w["frame_start"] + w["frame_count"] - 1
+        psnr = (f"{w['psnr']:.2f}",) if has_psnr else ()
         table.add_row(str(w["window"]), f"{w['frame_start']}-{last}", f"{t}x{h}x{ww}",
                       f"{w['tokens_kept']:,}", f"{w['tokens_possible']:,}", f"{w['keep_rate']:.3f}",
+                      f"{w['bits_per_kept_token']:.2f}", f"{w['mask_bits_per_position']:.3f}", *psnr,
                       sparkline([k / (h * ww) for k in w["kept_per_latent_frame"]], 40))
     console.print(table)
     if show_frames:
@@ -464,19 +768,29 @@ def inspect_report(console: Console, insp, show_frames: bool) -> None:
 
 @app.command(epilog=EXIT_CODES_HELP)
 def inspect(
-    input: Annotated[Path, typer.Argument(help="The .itok file to inspect.", show_default=False)],
+    inputs: Annotated[list[Path] | None, typer.Argument(
+        metavar="INPUT...", help="The .itok file(s) to inspect (several: a report, or with --json one JSON line, "
+                                 "per file).", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json",
-                                           help="Print {summary, windows, frames} as JSON.")] = False,
+                                           help="Print {summary, windows, frames, token_entropy} as JSON.")]
+    = False,
     frames: Annotated[bool, typer.Option("--frames", help="Also print the per-frame table.")] = False,
     csv_path: Annotated[str | None, typer.Option("--csv", metavar="PATH|-",
                                                  help="Write one CSV row per frame (- = stdout).")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", metavar="PNG",
                                               help="Write a per-frame bar chart of kept tokens.")] = None,
     force: ForceOpt = False,
+    from_list: FromListOpt = None,
+    shard: ShardOpt = None,
 ) -> None:
-    """Token-usage statistics of an .itok file (reads only its header and index; decodes nothing)."""
+    """Token-usage statistics of an .itok file: usage and coded sizes from its index, and the entropy of its
+    tokens (every window is decoded for that; a window that does not decode is reported and left out)."""
     if json_out and csv_path == "-":
         raise typer.BadParameter("--json and --csv - both want stdout; write the CSV to a file")
+    if from_list is not None or shard is not None or len(inputs or []) != 1:
+        inspect_batch(inputs, from_list, shard, json_out, frames, csv_path, plot)
+        return
+    input = inputs[0]
     with errors(codec_code=EXIT_CONTAINER):
         from .plots import frames_csv, plot_frame_usage, write_frames_csv
         from .stats import inspect_file
@@ -490,6 +804,7 @@ def inspect(
         if plot is not None and plot.suffix.lower() != ".png":
             raise CliError(f"{plot}: --plot writes a PNG; give a .png path", EXIT_USAGE)
         insp = inspect_file(input)
+        warn_unreadable(insp)
         if csv_path == "-":
             sys.stdout.write(frames_csv(insp.frames))
         elif csv_path is not None:
@@ -503,6 +818,37 @@ def inspect(
         print_json(insp.to_dict())
     elif csv_path != "-":  # stdout is the report unless the CSV owns it
         inspect_report(out_console, insp, frames)
+
+
+def warn_unreadable(insp) -> None:
+    """One stderr line per window whose tokens did not decode (inspect still reports the rest)."""
+    te = insp.token_entropy or {}
+    for i, msg in zip(te.get("unreadable_windows", []), te.get("errors", [])):
+        sys.stderr.write(f"warning: token entropy leaves out window {i}: {msg}\n")
+
+
+def inspect_batch(inputs, from_list, shard, json_out: bool, frames: bool, csv_path, plot) -> None:
+    """`inspect A.itok B.itok ...`: a report (or a JSON line) per file, a summary on stderr."""
+    with errors(codec_code=EXIT_CONTAINER):
+        from . import batch
+        from .stats import inspect_file
+
+        if csv_path is not None or plot is not None:
+            raise CliError("--csv and --plot take one file at a time", EXIT_USAGE)
+        paths = batch_inputs(inputs, from_list, shard)
+
+        def work(item) -> dict:
+            require_input(item.input)
+            insp = inspect_file(item.input)
+            warn_unreadable(insp)
+            if not json_out:
+                inspect_report(out_console, insp, frames)
+            return insp.to_dict()
+
+        code = report_batch(batch.run(batch.plan(paths, None, ""), work), len(paths), EXIT_CONTAINER, json_out,
+                            False, lambda r: f"{r['summary']['tokens_kept']:,} tokens kept")
+    if code:
+        raise typer.Exit(code)
 
 
 # ----------------------------------------------------------------------------- visualize
@@ -575,22 +921,28 @@ def eval_(
                                                  help="Write per-video rows and averages as CSV (- = stdout).")]
     = None,
     plot: Annotated[Path | None, typer.Option("--plot", metavar="PNG",
-                                              help="Write PSNR and SSIM against bits per pixel.")] = None,
+                                              help="Write PSNR, SSIM and ST-LPIPS against bits per pixel.")] = None,
     window: WindowOpt = 33,
     overlap: OverlapOpt = 3,
     seed: Annotated[int, typer.Option(help="Seed of the random-placement baseline.")] = 0,
+    lpips: Annotated[str, typer.Option(
+        metavar="NET", help="Perceptual metric (shift-tolerant LPIPS, lower is better): alex (built in), vgg "
+                            "(needs `pip install --no-deps stlpips-pytorch`) or none (skip; it costs about as "
+                            "much as decoding).")] = "alex",
     model: ModelOpt = None,
     device: DeviceOpt = Device.auto,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Rate-distortion of the ELBO router against random, raster, binary-search, fixed-rate and x264/x265."""
+    """Rate-distortion of the ELBO router against random, raster, binary-search, fixed-rate and x264/x265:
+    PSNR, SSIM and ST-LPIPS side by side."""
     if json_out and csv_path == "-":
         raise typer.BadParameter("--json and --csv - both want stdout; write the CSV to a file")
     check_window_options(window, overlap)
     with errors(codec_code=EXIT_INPUT):
         from .codec import Tokenizer
         from .evaluate import evaluate, parse_rates, plot_rd, resolve_methods
+        from .perceptual import NETS, PerceptualError, load_stlpips
         from .weights import load_model
 
         rate_list = parse_rates(rates)
@@ -605,8 +957,14 @@ def eval_(
             require_output(out, force, list(inputs))
         if plot is not None and plot.suffix.lower() != ".png":
             raise CliError(f"{plot}: --plot writes a PNG; give a .png path", EXIT_USAGE)
+        if lpips != "none" and lpips not in NETS:
+            raise CliError(f"--lpips: unknown network {lpips!r}; choose from {', '.join(NETS)} or none", EXIT_USAGE)
         dev = pick_device(device.value)
         tok = Tokenizer(load_model(model, dev), dev)
+        try:
+            perceptual = None if lpips == "none" else load_stlpips(lpips, dev)
+        except PerceptualError as exc:  # weights missing or damaged: a model problem
+            raise CliError(str(exc), EXIT_MODEL) from None
         if show_progress(quiet):
             columns = (TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                        TimeElapsedColumn(), TimeRemainingColumn())
@@ -614,9 +972,10 @@ def eval_(
                 task = bar.add_task("", total=None)
                 report = evaluate(inputs, tok, rate_list, method_list, window=window, overlap=overlap, seed=seed,
                                   progress=lambda done, total, label: bar.update(
-                                      task, completed=done, total=total, description=label))
+                                      task, completed=done, total=total, description=label), lpips=perceptual)
         else:
-            report = evaluate(inputs, tok, rate_list, method_list, window=window, overlap=overlap, seed=seed)
+            report = evaluate(inputs, tok, rate_list, method_list, window=window, overlap=overlap, seed=seed,
+                              lpips=perceptual)
         if csv_path == "-":
             sys.stdout.write(report.to_csv())
         elif csv_path is not None:
@@ -637,17 +996,20 @@ def eval_report(console: Console, report) -> None:
     """Averages per method and rate, then the router against the search at matched quality."""
     from .evaluate import fmt
 
-    # Piped output would be cut to 80 columns (Rich's default off a terminal) and truncate cells.
-    width = None if console.is_terminal else 140
+    # Piped output would be cut to 80 columns (Rich's default off a terminal) and truncate cells; Rich
+    # caps print(width=...) at the console's own width, so a wider console is made for it.
+    if not console.is_terminal:
+        console = Console(file=console.file, width=160, highlight=False, no_color=console.no_color)
+    width = None
 
     table = Table(title=f"mean over {len(report.settings['videos'])} video(s), model {report.settings['model']}",
                   title_justify="left")
-    for col in ("method", "rate", "keep", "BPP16", "bits/pixel", "PSNR", "SSIM", "passes/window", "encode s",
-                "decode s"):
+    for col in ("method", "rate", "keep", "BPP16", "bits/pixel", "PSNR", "SSIM", "ST-LPIPS", "passes/window",
+                "encode s", "decode s"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for a in report.averages():
         table.add_row(a["method"], f"{a['rate']:g}", fmt(a["keep_rate"]), fmt(a["bpp16"]),
-                      fmt(a["bits_per_pixel"], 4), fmt(a["psnr"], 2), fmt(a["ssim"], 4),
+                      fmt(a["bits_per_pixel"], 4), fmt(a["psnr"], 2), fmt(a["ssim"], 4), fmt(a.get("lpips"), 4),
                       fmt(a["passes_per_window"], 1), fmt(a["encode_seconds"], 2), fmt(a["decode_seconds"], 2))
     console.print(table, width=width)
     matched = report.matched()
@@ -733,6 +1095,30 @@ def train(
         summary = training.run(cfg, progress=show_progress(quiet), echo=echo)
     if summary and not quiet:  # only rank 0 returns a summary
         sys.stderr.write(f"trained {summary['steps']} steps in {time.perf_counter() - t0:.0f} s -> {out}\n")
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def models(json_out: JsonOpt = False) -> None:
+    """List the shipped models with their size and the quality and speed measured for them."""
+    with errors(codec_code=EXIT_MODEL):
+        from .weights import shipped_model_info
+
+        infos = shipped_model_info()
+    if json_out:
+        print_json({"models": infos})
+        return
+    table = Table(title="shipped models")
+    for col in ("name", "parameters", "size", "keep 1 / 0.5 / 0.25 PSNR", "compress / decompress fps"):
+        table.add_column(col)
+    for m in infos:
+        q, s = m["measured"].get("quality", {}), m["measured"].get("speed", {})
+        psnr = " / ".join(f"{q[k]:.2f}" for k in ("psnr@1", "psnr@0.5", "psnr@0.25") if k in q) or "not measured"
+        fps = (f"{s['compress_fps']:.1f} / {s['decompress_fps']:.1f}" if "compress_fps" in s else "not measured")
+        table.add_row(m["name"] + (" (default)" if m["default"] else ""), f"{m['parameters'] / 1e6:.2f} M",
+                      human_size(m["file_bytes"]), psnr + (" dB" if q else ""), fps)
+    Console().print(table)
+    Console(stderr=True).print("PSNR: dev set, 256x256 centre crops, 33 frames (scripts/dev_quality.py); "
+                               "fps: 256x256 on 2 CPU cores (make bench).")
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -8,6 +8,7 @@ by repeating its last frame to the nearest 1 + 4k (the padding is dropped on dec
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -18,9 +19,21 @@ import numpy as np
 import torch
 
 from . import __version__
-from .container import Header, ItokReader, ItokWriter
+from .audio import AudioError, AudioTrack, pack_audio, read_audio, unpack_audio
+from .container import CHUNK_AUDIO, CHUNK_QUALITY, ContainerError, Header, ItokReader, ItokWriter
+from .metrics import psnr_video
 from .model import SPATIAL_STRIDE, TEMPORAL_STRIDE, InfoTok
-from .router import STRATEGIES, position_error, tokens_for_rate, top_k_mask, video_rates, window_rate
+from .quality import PSNR_CAP, WindowQuality, pack_quality
+from .router import (
+    MIN_RATE,
+    STRATEGIES,
+    position_error,
+    tokens_for_quality,
+    tokens_for_rate,
+    top_k_mask,
+    video_rates,
+    window_rate,
+)
 from .video_io import VideoInfo, VideoWriter, iter_frames, probe_video
 from .weights import LoadedModel
 
@@ -117,6 +130,7 @@ class WindowAnalysis:
     padded: int
     indices: torch.Tensor  # int64 [t,h,w]
     error: torch.Tensor  # float32 [t,h,w]
+    full_psnr: float | None = None  # PSNR of the full-rate reconstruction (analyse(measure=True))
 
 
 class Tokenizer:
@@ -137,15 +151,27 @@ class Tokenizer:
         self.model.encoder.frame_chunk = self.model.decoder.frame_chunk = chunk
 
     @torch.no_grad()
-    def analyse(self, frames: np.ndarray, start: int, padded_hw: tuple[int, int]) -> WindowAnalysis:
-        """Encode a window, decode all its tokens once (the full-rate pass) and measure the error."""
+    def analyse(self, frames: np.ndarray, start: int, padded_hw: tuple[int, int],
+                measure: bool = False) -> WindowAnalysis:
+        """Encode a window, decode all its tokens once (the full-rate pass) and measure the error; with
+        `measure`, also the PSNR of that full-rate reconstruction against `frames`."""
         x = to_model_input(frames, padded_hw, self.device)
         self.bound_chunks(*padded_hw)
         with self.autocast():
             codes, indices = self.model.encode(x)
             x_full = self.model.decode(codes)
         error = position_error(x, x_full)[0].cpu()
-        return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(), error)
+        full_psnr = None
+        if measure:
+            n, h, w, _ = frames.shape
+            full_psnr = psnr_video(to_frames(x_full, n, h, w), frames)
+        return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(), error,
+                              full_psnr)
+
+    def window_psnr(self, a: WindowAnalysis, keep: torch.Tensor, frames: np.ndarray) -> float:
+        """PSNR of window `a` decoded from the tokens in `keep`, as a receiver decodes it (one pass)."""
+        n, h, w, _ = frames.shape
+        return psnr_video(to_frames(self.reconstruct(a.indices, keep), n, h, w), frames)
 
     @torch.no_grad()
     def reconstruct(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -173,15 +199,31 @@ class CompressResult:
     frames_per_second: float
     window_rates: list[float] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    # --target-psnr runs: the target, each window's achieved PSNR, the windows that fell short of it and
+    # the decodes the rate search made per window (besides the router's encode and full-rate decode)
+    target_psnr: float | None = None
+    max_bpp16: float | None = None
+    window_psnr: list[float] = field(default_factory=list)
+    windows_short: int = 0
+    search_probes: list[int] = field(default_factory=list)
+    audio: dict | None = None  # the kept audio stream (AudioTrack.summary()), None when none was kept
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def notices_for(info: VideoInfo) -> list[str]:
-    notes = []
-    if info.has_audio:
-        notes.append("the input has audio; only the video stream is coded (audio is not kept)")
+def check_quality_options(target_psnr: float | None, max_bpp16: float | None) -> None:
+    if target_psnr is not None and not (math.isfinite(target_psnr) and 1 <= target_psnr <= 99):
+        raise CodecError(f"--target-psnr must be between 1 and 99 dB, got {target_psnr}")
+    if max_bpp16 is not None:
+        if target_psnr is None:
+            raise CodecError("--max-bpp16 caps the rate of --target-psnr; give --target-psnr too")
+        if not (math.isfinite(max_bpp16) and MIN_RATE + 1 / 16 <= max_bpp16 <= 1 + 1 / 16):
+            raise CodecError(f"--max-bpp16 must be between 0.125 and 1.0625 (keep 1/16..1), got {max_bpp16}")
+
+
+def notices_for(info: VideoInfo, audio_note: str | None = None) -> list[str]:
+    notes = [audio_note] if audio_note else []
     if info.bit_depth > 8:
         notes.append(f"the input is {info.bit_depth}-bit; it is converted to 8-bit")
     return notes
@@ -204,30 +246,61 @@ def make_header(info: VideoInfo, tok: Tokenizer, window: int, overlap: int, beta
 
 def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: float = 0.5,
                    strategy: str = "global", window: int = 33, overlap: int = 3, overwrite: bool = False,
-                   progress: Progress | None = None, mask_fn: MaskFn | None = None) -> CompressResult:
+                   progress: Progress | None = None, mask_fn: MaskFn | None = None,
+                   target_psnr: float | None = None, max_bpp16: float | None = None,
+                   audio: bool = True) -> CompressResult:
     """Compress `src` to the .itok file `dst`; returns the statistics of the result.
 
     `mask_fn` replaces the router's placement (top-k by error) for baselines; the number of kept tokens
     still follows the strategy.
+
+    `target_psnr` (dB) replaces the budget (`beta`, `strategy`): each window keeps the fewest top-error
+    tokens whose reconstruction reaches the target (router.tokens_for_quality, warm-started from the
+    previous window's count), everything when even that falls short, and at most `max_bpp16 - 1/16` of
+    its positions when `max_bpp16` is given. The target and each window's achieved PSNR are stored in a
+    window-quality chunk.
+
+    `audio`: keep the source's first audio stream, its compressed packets as they are, in an AUDIO
+    chunk (a stream that cannot be kept is dropped with a notice).
     """
     if strategy not in STRATEGIES:
         raise CodecError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if not 1 / 16 <= beta <= 1:
         raise CodecError(f"--beta must be between 1/16 (0.0625) and 1, got {beta}")
     check_window(window, overlap)
+    check_quality_options(target_psnr, max_bpp16)
     t0 = time.perf_counter()
     info = probe_video(src)
-    header = make_header(info, tok, window, overlap, beta, strategy)
+    track, audio_note = None, None
+    if audio and info.has_audio:
+        try:
+            track = read_audio(src)
+        except AudioError as e:
+            audio_note = f"the audio is not kept: {e}"
+    elif info.has_audio:
+        audio_note = "the input has audio; it is not kept (--no-audio)"
+    if target_psnr is not None:
+        # The budget options do not apply; the header records the rate control in `extra`.
+        strategy, beta = "window", 1.0
+        extra = {"rate_control": "target_psnr", "target_psnr": float(target_psnr)}
+        if max_bpp16 is not None:
+            extra["max_bpp16"] = float(max_bpp16)
+    else:
+        extra = None
+    header = make_header(info, tok, window, overlap, beta, strategy, extra)
     hp, wp = header.padded_height, header.padded_width
     choose = mask_fn or top_k_mask
     rates: list[float] = []
+    psnrs: list[float] = []
+    probes: list[int] = []
     kept = capacity = 0
     with ItokWriter(dst, header, overwrite=overwrite) as writer:
 
-        def emit(a: WindowAnalysis, rate: float) -> None:
+        def emit(a: WindowAnalysis, rate: float | None = None, keep: torch.Tensor | None = None) -> None:
             nonlocal kept, capacity
-            k = tokens_for_rate(rate, a.error.numel())
-            keep = choose(a.error, k)
+            if keep is None:
+                keep = choose(a.error, tokens_for_rate(rate, a.error.numel()))
+            k = int(keep.sum())
             tokens = a.indices[keep].numpy().astype(np.uint16)  # raster order of the kept positions
             writer.write_window(a.start, a.count, a.padded, keep.numpy(), tokens)
             rates.append(k / a.error.numel())
@@ -235,9 +308,20 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
             capacity += a.error.numel()
 
         pending: list[WindowAnalysis] = []  # the `video` strategy needs every window's error first
+        k_prev: float | None = None  # previous window's keep rate: the search's warm start
         for start, frames in iter_windows(iter_frames(src, info), info.num_frames, window, overlap):
-            a = tok.analyse(frames, start, (hp, wp))
-            if strategy == "video":
+            a = tok.analyse(frames, start, (hp, wp), measure=target_psnr is not None)
+            if target_psnr is not None:
+                n = a.error.numel()
+                cap = None if max_bpp16 is None else math.floor((max_bpp16 - 1 / 16) * n + 1e-9)
+                found = tokens_for_quality(
+                    n, lambda k, a=a, frames=frames: tok.window_psnr(a, choose(a.error, k), frames),
+                    target_psnr, a.full_psnr, k_start=None if k_prev is None else round(k_prev * n), k_cap=cap)
+                emit(a, keep=choose(a.error, found.k))
+                psnrs.append(min(PSNR_CAP, found.psnr))
+                probes.append(found.probes)
+                k_prev = found.k / n
+            elif strategy == "video":
                 pending.append(a)
             else:
                 emit(a, window_rate(strategy, beta, a.error.mean().item(), tok.loaded.e_ref))
@@ -247,15 +331,28 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
             for a, r in zip(pending, video_rates(beta, [a.error.mean().item() for a in pending],
                                                  [a.error.numel() for a in pending])):
                 emit(a, r)
+        quality = None
+        if target_psnr is not None:
+            quality = WindowQuality(float(target_psnr), max_bpp16, psnrs)
+            writer.write_chunk(CHUNK_QUALITY, pack_quality(quality))
+        if track is not None:
+            writer.write_chunk(CHUNK_AUDIO, pack_audio(track))
     seconds = time.perf_counter() - t0
     size = Path(dst).stat().st_size
     keep_rate = kept / capacity
+    notices = notices_for(info, audio_note)
+    if quality is not None and quality.short():
+        notices.append(f"{quality.short()} of {len(psnrs)} windows did not reach {target_psnr:g} dB "
+                       f"(they keep {'the --max-bpp16 cap' if max_bpp16 is not None else 'every token'})")
     return CompressResult(
         input=str(src), output=str(dst), frames=info.num_frames, width=info.width, height=info.height,
         windows=len(rates), tokens_kept=kept, tokens_max=capacity, keep_rate=keep_rate,
         bpp16=keep_rate + 1 / 16, file_bytes=size,
         bits_per_pixel=8 * size / (info.num_frames * info.width * info.height), seconds=seconds,
-        frames_per_second=info.num_frames / seconds, window_rates=rates, notices=notices_for(info),
+        frames_per_second=info.num_frames / seconds, window_rates=rates, notices=notices,
+        target_psnr=target_psnr, max_bpp16=max_bpp16, window_psnr=psnrs,
+        windows_short=quality.short() if quality else 0, search_probes=probes,
+        audio=track.summary() if track is not None else None,
     )
 
 
@@ -304,6 +401,8 @@ class DecompressResult:
     seconds: float
     frames_per_second: float
     lossless: bool
+    audio: dict | None = None  # the audio muxed into the output (AudioTrack.summary()), if any
+    notices: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -317,17 +416,34 @@ def check_model_matches(header: Header, tok: Tokenizer) -> None:
             "pass the matching --model")
 
 
+def read_audio_chunk(reader: ItokReader) -> AudioTrack | None:
+    """The audio track stored in an open .itok file, or None; a damaged chunk raises ContainerError."""
+    from .audio import MAX_AUDIO_BYTES
+
+    body = reader.read_skippable(CHUNK_AUDIO, MAX_AUDIO_BYTES)
+    if body is None:
+        return None
+    try:
+        return unpack_audio(body)
+    except AudioError as e:
+        raise ContainerError(str(e)) from None
+
+
 def decompress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, lossless: bool = False,
-                     overwrite: bool = False, progress: Progress | None = None) -> DecompressResult:
-    """Decode the .itok file `src` to the video `dst` with the source's size, frame count and timing."""
+                     overwrite: bool = False, progress: Progress | None = None,
+                     audio: bool = True) -> DecompressResult:
+    """Decode the .itok file `src` to the video `dst` with the source's size, frame count and timing,
+    and (unless `audio` is false) the source's audio, muxed back as it was stored."""
     t0 = time.perf_counter()
     with ItokReader(src) as reader:
         h = reader.header
         check_model_matches(h, tok)
         fps = Fraction(h.fps_num, h.fps_den)
+        track = read_audio_chunk(reader) if audio else None
         with VideoWriter(dst, h.width, h.height, fps, pts=list(h.pts),
                          time_base=Fraction(h.time_base_num, h.time_base_den), rotation=h.rotation,
-                         sar=Fraction(h.sar_num, h.sar_den), lossless=lossless, overwrite=overwrite) as out:
+                         sar=Fraction(h.sar_num, h.sar_den), lossless=lossless, overwrite=overwrite,
+                         audio=track) as out:
             count = 0
             for frame in iter_decoded(reader, tok, progress):
                 out.write(frame)
@@ -336,4 +452,5 @@ def decompress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, lossle
                 raise CodecError(f"decoded {count} frames, but the file declares {h.num_frames}")
     seconds = time.perf_counter() - t0
     return DecompressResult(input=str(src), output=str(dst), frames=count, width=h.width, height=h.height,
-                            seconds=seconds, frames_per_second=count / seconds, lossless=lossless)
+                            seconds=seconds, frames_per_second=count / seconds, lossless=lossless,
+                            audio=track.summary() if track is not None else None, notices=out.notices)

@@ -1,8 +1,10 @@
-"""The `.itok` container, version 1: reading and writing. The normative spec is docs/FORMAT.md.
+"""The `.itok` container: writes version 2, reads versions 1 and 2. The normative spec is docs/FORMAT.md.
 
 Layout: preamble ("ITOK", major, minor), HEADER chunk (MessagePack map), one WINDOW chunk per
 coding window (keep mask + tokens), INDEX chunk, fixed 32-byte TRAILER. Every chunk is
-`u8 type | u32 body_size | body | u32 crc32`. All integers are little-endian.
+`u8 type | u32 body_size | body | u32 crc32`. All integers are little-endian. Version 2 stores each
+window's mask and tokens entropy-coded (`entropy.py`) when that is smaller, and the coded sizes in the
+index; version 1 stored packed mask bits and raw or zlib tokens.
 
 Every file is treated as untrusted: sizes are bounded before anything is allocated or read, and
 every problem with a file's contents surfaces as a `ContainerError` with a one-line message.
@@ -15,7 +17,6 @@ import numbers
 import operator
 import os
 import re
-import secrets
 import struct
 import zlib
 from collections.abc import Iterator
@@ -25,19 +26,32 @@ from typing import BinaryIO
 import msgpack
 import numpy as np
 
+from . import entropy
+from .atomic import AtomicFile, OutputExistsError
+
 MAGIC = b"ITOK"
 END_MAGIC = b"KOTI"
-FORMAT_MAJOR = 1
+FORMAT_MAJOR = 2  # what the writer writes
 FORMAT_MINOR = 0
+READ_MAJORS = (1, 2)  # what the reader reads
 CODEBOOK_SIZE = 64000
 
 CHUNK_HEADER = 0x01
 CHUNK_WINDOW = 0x02
 CHUNK_INDEX = 0x03
 CHUNK_SKIPPABLE_MIN = 0x80
+# Skippable chunks of version 1.1 (docs/FORMAT.md section 4.3); their bodies are coded by the modules
+# named here, the container only frames them.
+CHUNK_QUALITY = 0x80  # per-window achieved PSNR of a --target-psnr run (infotok_cli/quality.py)
+CHUNK_AUDIO = 0x81  # the source's compressed audio packets, as they were (infotok_cli/audio.py)
+MINOR_FOR_CHUNK = {CHUNK_QUALITY: 1, CHUNK_AUDIO: 1}
 
+# token_codec (version 1: codec) and mask_codec values (docs/FORMAT.md section 6)
 CODEC_RAW = 0
 CODEC_ZLIB = 1
+CODEC_ENTROPY = 2  # version 2 only
+MASK_PACKED = 0
+MASK_ENTROPY = 1  # version 2 only
 
 STRATEGIES = ("window", "global", "video")
 TEMPORAL_STRIDE = 4
@@ -57,11 +71,15 @@ MAX_SHORT_STR_BYTES = 256
 _PREAMBLE = struct.Struct("<4sBB")
 _CHUNK_HEAD = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
-# window_index, frame_start, frame_count, t, h, w, padded_frames, codec, reserved, kept, payload_size
+# Version 1: window_index, frame_start, frame_count, t, h, w, padded_frames, codec, reserved, kept, payload_size
 _WINDOW_FIXED = struct.Struct("<IIIIHHBBHII")
+# Version 2: ..., padded_frames, mask_codec, token_codec, reserved, kept, mask_size, token_size
+_WINDOW_FIXED_V2 = struct.Struct("<IIIIHHBBBBIII")
 _INDEX_HEAD = struct.Struct("<II")
-# record_offset, record_size, frame_start, frame_count, t, h, w, padded_frames, reserved
+# Version 1: record_offset, record_size, frame_start, frame_count, t, h, w, padded_frames, reserved
 _INDEX_ENTRY = struct.Struct("<QIIIIHHB3x")
+# Version 2: ..., padded_frames, mask_codec, token_codec, reserved, mask_size, token_size
+_INDEX_ENTRY_V2 = struct.Struct("<QIIIIHHBBBxII")
 _TRAILER = struct.Struct("<QQII")  # index_offset, total_kept, window_count, index_size; then crc, magic
 TRAILER_SIZE = _TRAILER.size + 8
 CHUNK_OVERHEAD = _CHUNK_HEAD.size + _CRC.size  # 9 bytes of framing per chunk
@@ -70,6 +88,7 @@ _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _IO_BLOCK = 1 << 20
 
 assert _PREAMBLE.size == 6 and _WINDOW_FIXED.size == 32 and _INDEX_ENTRY.size == 32 and TRAILER_SIZE == 32
+assert _WINDOW_FIXED_V2.size == 36 and _INDEX_ENTRY_V2.size == 40
 
 
 class ContainerError(Exception):
@@ -79,6 +98,10 @@ class ContainerError(Exception):
     def __init__(self, message: str):
         # One line whatever the cause: wrapped library messages sometimes contain newlines.
         super().__init__(" ".join(str(message).split()))
+
+
+class OutputExistsContainerError(ContainerError, FileExistsError):
+    """The output .itok file exists (or another writer created it first) and overwriting was not asked for."""
 
 
 # ----------------------------------------------------------------------------- data model
@@ -133,6 +156,12 @@ class WindowMeta:
     latent_shape: tuple[int, int, int]  # (t, h, w)
     kept_per_frame: list[int]  # kept tokens per latent frame, len t
     record_size: int = 0  # size of the WINDOW chunk in bytes, framing included
+    # How the mask and tokens are stored, and their sizes in bytes (version 1 files: the mask is always
+    # packed, and the index does not say which token codec a window uses: -1).
+    mask_codec: int = MASK_PACKED
+    token_codec: int = -1
+    mask_size: int = 0
+    token_size: int = 0
 
     @property
     def kept(self) -> int:
@@ -380,28 +409,89 @@ def _chunk(chunk_type: int, body: bytes, prefix: bytes = b"") -> bytes:
     return head + body + _CRC.pack(crc)
 
 
-def _window_body(
-    i: int,
-    frame_start: int,
-    frame_count: int,
-    padded_frames: int,
-    shape: tuple[int, int, int],
-    mask_bits: bytes,
-    tokens: np.ndarray,
-) -> bytes:
+def _smallest(forms: list[tuple[int, bytes]]) -> tuple[int, bytes]:
+    """The shortest (codec, data); the lowest codec number on a tie."""
+    return min(forms, key=lambda f: (len(f[1]), f[0]))
+
+
+def _code_window(keep_mask: np.ndarray, tokens: np.ndarray, kept_per_frame: list[int]) -> tuple[int, bytes, int, bytes]:
+    """(mask_codec, mask, token_codec, tokens) of a version 2 window: the smallest form of each (section 6),
+    entropy-coded streams only where they obey section 14.5."""
+    shape = keep_mask.shape
+    kept = int(tokens.size)
+    packed_mask = np.packbits(keep_mask.reshape(-1), bitorder="little").tobytes()
+    masks = [(MASK_PACKED, packed_mask)]
+    coded = entropy.encode_mask(keep_mask)
+    if entropy.min_mask_bytes(shape, kept_per_frame) <= len(coded) <= len(packed_mask):
+        masks.append((MASK_ENTROPY, coded))
     raw = tokens.astype("<u2").tobytes()
-    packed = zlib.compress(raw, 6) if raw else b""
-    codec, payload = (CODEC_ZLIB, packed) if len(packed) < len(raw) else (CODEC_RAW, raw)
-    t, h, w = shape
-    fixed = _WINDOW_FIXED.pack(
-        i, frame_start, frame_count, t, h, w, padded_frames, codec, 0, int(tokens.size), len(payload)
-    )
-    return fixed + mask_bits + payload
+    toks = [(CODEC_RAW, raw)]
+    if raw:
+        toks.append((CODEC_ZLIB, zlib.compress(raw, 6)))
+        coded = entropy.encode_tokens(keep_mask, tokens)
+        if entropy.min_token_bytes(kept, entropy.nonempty_wavefronts(keep_mask)) <= len(coded) <= len(raw):
+            toks.append((CODEC_ENTROPY, coded))
+    return (*_smallest(masks), *_smallest(toks))
 
 
 def _record_size_bounds(shape: tuple[int, int, int], kept: int) -> tuple[int, int]:
+    """Smallest and largest version 1 WINDOW chunk (section 7)."""
     base = CHUNK_OVERHEAD + _WINDOW_FIXED.size + (shape[0] * shape[1] * shape[2] + 7) // 8
     return base, base + 2 * kept
+
+
+def _check_stream_sizes(m: WindowMeta) -> None:
+    """A version 2 index entry's codecs and coded sizes against sections 6, 7 and 14.5: checked before
+    the record is read, so they bound both the read and the decoding work."""
+    what = f"window {m.index}"
+    packed = (m.capacity + 7) // 8
+    if m.mask_codec == MASK_PACKED:
+        if m.mask_size != packed:
+            raise ContainerError(f"{what}: packed mask of {m.mask_size} bytes, expected {packed}")
+    elif m.mask_codec == MASK_ENTROPY:
+        lo = entropy.min_mask_bytes(m.latent_shape, m.kept_per_frame)
+        if not lo <= m.mask_size <= packed or m.mask_size % 4:
+            raise ContainerError(
+                f"{what}: coded mask of {m.mask_size} bytes is not a multiple of 4 in {lo}..{packed}"
+            )
+    else:
+        raise ContainerError(f"{what} uses unsupported mask codec {m.mask_codec}")
+    raw = 2 * m.kept
+    if m.token_codec == CODEC_RAW:
+        if m.token_size != raw:
+            raise ContainerError(f"{what}: raw payload of {m.token_size} bytes for {m.kept} tokens")
+    elif m.token_codec == CODEC_ZLIB:
+        if m.token_size > raw:
+            raise ContainerError(f"{what}: payload of {m.token_size} bytes is larger than {m.kept} raw tokens")
+    elif m.token_codec == CODEC_ENTROPY:
+        lo = entropy.min_token_bytes(m.kept)
+        if not lo <= m.token_size <= raw or m.token_size % 4:
+            raise ContainerError(
+                f"{what}: coded tokens of {m.token_size} bytes are not a multiple of 4 in {lo}..{raw}"
+            )
+    else:
+        raise ContainerError(f"{what} uses unsupported token codec {m.token_codec}")
+    expected = CHUNK_OVERHEAD + _WINDOW_FIXED_V2.size + m.mask_size + m.token_size
+    if m.record_size != expected:
+        raise ContainerError(f"{what} record size {m.record_size} does not match its coded sizes ({expected})")
+
+
+def _unpack_mask(data: bytes, m: WindowMeta, what: str) -> np.ndarray:
+    """Packed mask bits -> bool [t, h, w], checked against the index's kept counts."""
+    capacity = m.capacity
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if capacity % 8 and int(raw[-1]) >> (capacity % 8):
+        raise ContainerError(f"{what}: keep mask has non-zero padding bits")
+    mask = np.unpackbits(raw, count=capacity, bitorder="little").astype(bool).reshape(m.latent_shape)
+    if mask.reshape(m.latent_shape[0], -1).sum(axis=1).tolist() != m.kept_per_frame:
+        raise ContainerError(f"{what}: keep mask does not match the kept counts in the index")
+    return mask
+
+
+def _check_tokens(tokens: np.ndarray, what: str) -> np.ndarray:
+    if tokens.size and int(tokens.max()) >= CODEBOOK_SIZE:
+        raise ContainerError(f"{what} holds token {int(tokens.max())}, above the codebook size {CODEBOOK_SIZE}")
+    return tokens
 
 
 # ----------------------------------------------------------------------------- writer
@@ -410,9 +500,10 @@ def _record_size_bounds(shape: tuple[int, int, int], kept: int) -> tuple[int, in
 class ItokWriter:
     """Streaming, atomic writer: `with ItokWriter(path, header, overwrite=False) as w: w.write_window(...)`.
 
-    Writes to a temp file in the same directory, then fsync + rename on successful exit; on exception
-    the temp file is removed and `path` is untouched. Raises ContainerError if path exists and not
-    overwrite, for an invalid header or window, and for I/O errors.
+    Writes through `atomic.AtomicFile` (an unnamed file linked into place, or a locked named temporary):
+    the file appears complete on successful exit, and on exception or a crash nothing is left and
+    `path` is untouched. Raises ContainerError if path exists and not overwrite (also when another
+    writer created it meanwhile), for an invalid header or window, and for I/O errors.
     """
 
     def __init__(self, path: str | os.PathLike, header: Header, *, overwrite: bool = False):
@@ -420,20 +511,19 @@ class ItokWriter:
         self.overwrite = overwrite
         self.windows: list[WindowMeta] = []
         self._f: BinaryIO | None = None
-        self._tmp: str | None = None
+        self._out: AtomicFile | None = None
+        self._minor = FORMAT_MINOR
         # The decoded copy: plain Python types, and later changes to the caller's object do not matter.
         body, self.header = _pack_header(header)
-        if not overwrite and os.path.lexists(self.path):
-            raise ContainerError(f"{self.path} already exists (use overwrite to replace it)")
-        directory, name = os.path.split(os.path.abspath(self.path))
-        self._tmp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+        self._header_body = body
         preamble = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR)
         try:
-            # 0o666 (not mkstemp's 0o600) so the final file gets the usual umask-derived mode.
-            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            self._f = os.fdopen(fd, "wb")
+            self._out = AtomicFile(self.path, overwrite=overwrite)
+            self._f = self._out.file
             self._pos = 0
             self._write(preamble + _chunk(CHUNK_HEADER, body, prefix=preamble))
+        except OutputExistsError:
+            raise OutputExistsContainerError(f"{self.path} already exists (use overwrite to replace it)") from None
         except OSError as e:
             self.abort()
             raise ContainerError(f"cannot write {self.path}: {e.strerror or e}") from None
@@ -487,13 +577,18 @@ class ItokWriter:
             )
         if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= CODEBOOK_SIZE):
             raise ContainerError(f"window {i}: token values must be in [0, {CODEBOOK_SIZE})")
-        mask_bits = np.packbits(keep_mask.reshape(-1), bitorder="little").tobytes()
-        chunk = _chunk(
-            CHUNK_WINDOW, _window_body(i, frame_start, frame_count, padded_frames, shape, mask_bits, tokens)
-        )
+        kpf = kept_per_frame.tolist()
+        mask_codec, mask_data, token_codec, token_data = _code_window(keep_mask, tokens, kpf)
+        t, h, w = shape
+        fixed = _WINDOW_FIXED_V2.pack(
+            i, frame_start, frame_count, t, h, w, padded_frames, mask_codec, token_codec, 0, kept,
+            len(mask_data), len(token_data),
+        )  # fmt: skip
+        chunk = _chunk(CHUNK_WINDOW, fixed + mask_data + token_data)
         meta = WindowMeta(
-            i, self._pos, frame_start, frame_count, padded_frames, shape, kept_per_frame.tolist(), len(chunk)
-        )
+            i, self._pos, frame_start, frame_count, padded_frames, shape, kpf, len(chunk),
+            mask_codec, token_codec, len(mask_data), len(token_data),
+        )  # fmt: skip
         try:
             self._write(chunk)
         except OSError as e:
@@ -502,14 +597,42 @@ class ItokWriter:
         self.windows.append(meta)
         return meta
 
+    def write_chunk(self, chunk_type: int, body: bytes) -> None:
+        """Append a skippable chunk (type 0x80-0xFF) after the windows written so far; the file's minor
+        version is raised to what the type needs (docs/FORMAT.md section 9)."""
+        if self._f is None:
+            raise ContainerError("writer is closed")
+        if not CHUNK_SKIPPABLE_MIN <= chunk_type <= 0xFF:
+            raise ContainerError(f"chunk type 0x{chunk_type:02x} is not a skippable type")
+        chunk = _chunk(chunk_type, bytes(body))
+        try:
+            self._write(chunk)
+        except OSError as e:
+            self.abort()
+            raise ContainerError(f"cannot write {self.path}: {e.strerror or e}") from None
+        self._minor = max(self._minor, MINOR_FOR_CHUNK.get(chunk_type, FORMAT_MINOR))
+
+    def _patch_minor(self) -> None:
+        """Rewrite the preamble's minor version and the HEADER checksum that covers it."""
+        assert self._f is not None
+        preamble = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, self._minor)
+        head = _CHUNK_HEAD.pack(CHUNK_HEADER, len(self._header_body))
+        crc = zlib.crc32(self._header_body, zlib.crc32(head, zlib.crc32(preamble)))
+        self._f.seek(0)
+        self._f.write(preamble)
+        self._f.seek(self._header_end - _CRC.size)
+        self._f.write(_CRC.pack(crc))
+        self._f.seek(self._pos)
+
     def _index_body(self) -> bytes:
-        parts = [_INDEX_HEAD.pack(len(self.windows), _INDEX_ENTRY.size)]
+        parts = [_INDEX_HEAD.pack(len(self.windows), _INDEX_ENTRY_V2.size)]
         for m in self.windows:
             t, h, w = m.latent_shape
             parts.append(
-                _INDEX_ENTRY.pack(
-                    m.offset, m.record_size, m.frame_start, m.frame_count, t, h, w, m.padded_frames
-                )
+                _INDEX_ENTRY_V2.pack(
+                    m.offset, m.record_size, m.frame_start, m.frame_count, t, h, w, m.padded_frames,
+                    m.mask_codec, m.token_codec, m.mask_size, m.token_size,
+                )  # fmt: skip
             )
             parts.append(np.asarray(m.kept_per_frame, dtype="<u4").tobytes())
         return b"".join(parts)
@@ -531,11 +654,15 @@ class ItokWriter:
             total_kept = sum(m.kept for m in self.windows)
             trailer = _TRAILER.pack(index_offset, total_kept, len(self.windows), len(index))
             self._write(index + trailer + _CRC.pack(zlib.crc32(trailer)) + END_MAGIC)
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
+            if self._minor != FORMAT_MINOR:
+                self._patch_minor()
             self._f = None
-            self._commit()
+            assert self._out is not None
+            self._out.commit()  # flush, fsync, link into place
+            self._out = None
+        except OutputExistsError:
+            self.abort()
+            raise OutputExistsContainerError(f"{self.path} already exists (use overwrite to replace it)") from None
         except OSError as e:
             self.abort()
             raise ContainerError(f"cannot write {self.path}: {e.strerror or e}") from None
@@ -543,54 +670,12 @@ class ItokWriter:
             self.abort()
             raise
 
-    def _commit(self) -> None:
-        assert self._tmp is not None
-        if self.overwrite:
-            os.replace(self._tmp, self.path)
-        else:
-            # link() fails if the target exists, so a file created since __init__ is never clobbered.
-            try:
-                os.link(self._tmp, self.path)
-            except FileExistsError:
-                raise ContainerError(f"{self.path} already exists (use overwrite to replace it)") from None
-            except OSError:  # file systems without hard links
-                if os.path.lexists(self.path):
-                    raise ContainerError(
-                        f"{self.path} already exists (use overwrite to replace it)"
-                    ) from None
-                os.replace(self._tmp, self.path)
-            else:
-                try:
-                    os.unlink(self._tmp)
-                except OSError:
-                    pass  # the file is in place; a stray temp name is harmless
-        self._tmp = None
-        # Persist the directory entry too, where the platform allows opening a directory.
-        try:
-            dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
-
     def abort(self) -> None:
         """Discard everything written; `path` is left untouched. Safe to call more than once."""
-        if self._f is not None:
-            try:
-                self._f.close()
-            except OSError:
-                pass
-            self._f = None
-        if self._tmp is not None:
-            try:
-                os.unlink(self._tmp)
-            except OSError:
-                pass
-            self._tmp = None
+        self._f = None
+        if self._out is not None:
+            self._out.abort()
+            self._out = None
 
 
 # ----------------------------------------------------------------------------- reader
@@ -694,9 +779,10 @@ class ItokReader:
         if len(head) < _PREAMBLE.size:
             raise ContainerError("file truncated")
         _, major, minor = _PREAMBLE.unpack(head)
-        if major != FORMAT_MAJOR:
+        if major not in READ_MAJORS:
             raise ContainerError(
-                f"unsupported .itok version {major}.{minor} (this reader supports {FORMAT_MAJOR}.x)"
+                f"unsupported .itok version {major}.{minor} (this reader supports "
+                f"{' and '.join(f'{v}.x' for v in READ_MAJORS)})"
             )
         self.version = (major, minor)
         data_end = self.file_size - TRAILER_SIZE  # chunks must end before the trailer
@@ -734,10 +820,10 @@ class ItokReader:
         count, entry_size = _INDEX_HEAD.unpack_from(body)
         if count != window_count:
             raise ContainerError(f"index lists {count} windows, trailer says {window_count}")
-        if not _INDEX_ENTRY.size <= entry_size <= MAX_ENTRY_SIZE:
-            raise ContainerError(
-                f"index entry size {entry_size} is outside {_INDEX_ENTRY.size}..{MAX_ENTRY_SIZE}"
-            )
+        v2 = self.version[0] >= 2
+        entry = _INDEX_ENTRY_V2 if v2 else _INDEX_ENTRY
+        if not entry.size <= entry_size <= MAX_ENTRY_SIZE:
+            raise ContainerError(f"index entry size {entry_size} is outside {entry.size}..{MAX_ENTRY_SIZE}")
         if count > (len(body) - _INDEX_HEAD.size) // entry_size:
             raise ContainerError(f"index declares {count} windows, more than its {len(body)} bytes can hold")
         header = self.header
@@ -749,7 +835,12 @@ class ItokReader:
         for i in range(count):
             if pos + entry_size > len(body):
                 raise ContainerError("index is shorter than its entries")
-            offset, size, fstart, fcount, t, h, w, padded = _INDEX_ENTRY.unpack_from(body, pos)
+            if v2:
+                offset, size, fstart, fcount, t, h, w, padded, mcodec, tcodec, msize, tsize = (
+                    _INDEX_ENTRY_V2.unpack_from(body, pos)
+                )
+            else:
+                offset, size, fstart, fcount, t, h, w, padded = _INDEX_ENTRY.unpack_from(body, pos)
             shape = _check_window_geometry(header, i, fstart, fcount, padded, prev)
             if (t, h, w) != shape:
                 raise ContainerError(
@@ -766,9 +857,14 @@ class ItokReader:
                     f"window {i} declares more kept tokens in a latent frame than it has positions"
                 )
             meta = WindowMeta(i, offset, fstart, fcount, padded, shape, kpf.tolist(), size)
-            lo, hi = _record_size_bounds(shape, meta.kept)
-            if not lo <= size <= hi:
-                raise ContainerError(f"window {i} record size {size} is outside {lo}..{hi} for its contents")
+            if v2:
+                meta.mask_codec, meta.token_codec, meta.mask_size, meta.token_size = mcodec, tcodec, msize, tsize
+                _check_stream_sizes(meta)
+            else:
+                lo, hi = _record_size_bounds(shape, meta.kept)
+                if not lo <= size <= hi:
+                    raise ContainerError(f"window {i} record size {size} is outside {lo}..{hi} for its contents")
+                meta.mask_size, meta.token_size = (meta.capacity + 7) // 8, size - lo
             if offset < prev_end or offset + size > self._index_offset:
                 raise ContainerError(
                     f"window {i} record at {offset} (+{size} bytes) overlaps another chunk "
@@ -807,6 +903,8 @@ class ItokReader:
             raise ContainerError(
                 f"{what} is {len(body) + CHUNK_OVERHEAD} bytes, the index says {meta.record_size}"
             )
+        if self.version[0] >= 2:
+            return self._decode_window_v2(meta, body, what)
         idx, fstart, fcount, t, h, w, padded, codec, _reserved, kept, payload_size = (
             _WINDOW_FIXED.unpack_from(body)
         )
@@ -828,12 +926,7 @@ class ItokReader:
             raise ContainerError(f"{what}: payload size {payload_size} does not match the record size")
         if payload_size > 2 * kept:
             raise ContainerError(f"{what}: payload of {payload_size} bytes is larger than {kept} raw tokens")
-        mask_raw = np.frombuffer(body, dtype=np.uint8, count=mask_bytes, offset=_WINDOW_FIXED.size)
-        if capacity % 8 and int(mask_raw[-1]) >> (capacity % 8):
-            raise ContainerError(f"{what}: keep mask has non-zero padding bits")
-        mask = np.unpackbits(mask_raw, count=capacity, bitorder="little").astype(bool).reshape(t, h, w)
-        if mask.reshape(t, -1).sum(axis=1).tolist() != meta.kept_per_frame:
-            raise ContainerError(f"{what}: keep mask does not match the kept counts in the index")
+        mask = _unpack_mask(body[_WINDOW_FIXED.size : _WINDOW_FIXED.size + mask_bytes], meta, what)
         payload = body[_WINDOW_FIXED.size + mask_bytes :]
         if codec == CODEC_RAW:
             if payload_size != 2 * kept:
@@ -843,11 +936,37 @@ class ItokReader:
             raw = _inflate_exact(payload, 2 * kept, what)
         else:
             raise ContainerError(f"{what} uses unsupported token codec {codec}")
-        tokens = np.frombuffer(raw, dtype="<u2").astype(np.uint16)
-        if tokens.size and int(tokens.max()) >= CODEBOOK_SIZE:
-            raise ContainerError(
-                f"{what} holds token {int(tokens.max())}, above the codebook size {CODEBOOK_SIZE}"
-            )
+        tokens = _check_tokens(np.frombuffer(raw, dtype="<u2").astype(np.uint16), what)
+        return WindowRecord(meta=meta, keep_mask=mask, tokens=tokens)
+
+    def _decode_window_v2(self, meta: WindowMeta, body: bytes, what: str) -> WindowRecord:
+        """A version 2 WINDOW body whose size matches the index (sizes and codecs were checked there)."""
+        idx, fstart, fcount, t, h, w, padded, mcodec, tcodec, _reserved, kept, msize, tsize = (
+            _WINDOW_FIXED_V2.unpack_from(body)
+        )
+        if (idx, fstart, fcount, padded, (t, h, w), kept, mcodec, tcodec, msize, tsize) != (
+            meta.index, meta.frame_start, meta.frame_count, meta.padded_frames, meta.latent_shape, meta.kept,
+            meta.mask_codec, meta.token_codec, meta.mask_size, meta.token_size,
+        ):  # fmt: skip
+            raise ContainerError(f"{what} does not match its index entry")
+        start = _WINDOW_FIXED_V2.size
+        mask_data, token_data = body[start : start + msize], body[start + msize :]
+        try:
+            if mcodec == MASK_PACKED:
+                mask = _unpack_mask(mask_data, meta, what)
+            else:
+                mask = entropy.decode_mask(mask_data, meta.latent_shape, meta.kept_per_frame)
+            if tcodec == CODEC_ENTROPY:
+                need = entropy.min_token_bytes(kept, entropy.nonempty_wavefronts(mask))
+                if tsize < need:
+                    raise ContainerError(f"{what}: coded tokens of {tsize} bytes, fewer than the {need} its "
+                                         f"wavefronts need")
+                tokens = entropy.decode_tokens(token_data, mask)
+            else:
+                raw = token_data if tcodec == CODEC_RAW else _inflate_exact(token_data, 2 * kept, what)
+                tokens = _check_tokens(np.frombuffer(raw, dtype="<u2").astype(np.uint16), what)
+        except entropy.EntropyError as e:
+            raise ContainerError(f"{what}: {e}") from None
         return WindowRecord(meta=meta, keep_mask=mask, tokens=tokens)
 
     def iter_windows(self) -> Iterator[WindowRecord]:
@@ -885,6 +1004,31 @@ class ItokReader:
             pos = end
         if wi != len(self.windows):
             raise ContainerError("index lists windows that are not in the chunk sequence")
+
+    def skippable_chunks(self) -> list[tuple[int, int, int]]:
+        """(type, offset, body size) of every skippable chunk, by walking the chunk heads between header
+        and index (one 5-byte read per chunk, no payloads read)."""
+        return self._guard(self._skippable_chunks)
+
+    def _skippable_chunks(self) -> list[tuple[int, int, int]]:
+        found, pos = [], self._header_end
+        while pos < self._index_offset:
+            chunk_type, body_size = _CHUNK_HEAD.unpack(self._read_at(pos, _CHUNK_HEAD.size))
+            if pos + CHUNK_OVERHEAD + body_size > self._index_offset:
+                raise ContainerError(f"chunk at {pos} extends into the index")
+            if chunk_type >= CHUNK_SKIPPABLE_MIN:
+                found.append((chunk_type, pos, body_size))
+            pos += CHUNK_OVERHEAD + body_size
+        return found
+
+    def read_skippable(self, chunk_type: int, max_body: int) -> bytes | None:
+        """Body of the first skippable chunk of `chunk_type` (size bounded by `max_body`, checksum
+        verified), or None when the file has none."""
+        for ctype, offset, _size in self.skippable_chunks():
+            if ctype == chunk_type:
+                what = f"chunk 0x{chunk_type:02x}"
+                return self._guard(self._read_chunk, offset, chunk_type, self._index_offset, what, max_body)
+        return None
 
     # -- lifecycle
 

@@ -2,7 +2,8 @@
 
 For each input video and keep rate every method compresses the video to a real file, which is decoded
 back in a stream and compared with the source frame by frame (PSNR over the whole video, mean per-frame
-SSIM, both from metrics.py). Methods:
+SSIM, both from metrics.py, and mean per-frame ST-LPIPS from perceptual.py, AlexNet by default; the
+source's ST-LPIPS features are computed once per video and reused by every method). Methods:
 
 * ``elbo``         the router: top-k positions by full-rate error, the same rate in every window;
 * ``elbo-global``  the router with the ``global`` strategy (rate per window follows its error; the
@@ -52,6 +53,7 @@ from .codec import (
 )
 from .container import ItokReader, ItokWriter, read_header_and_index
 from .metrics import mse_sum, psnr_from_mse, ssim_frames
+from .perceptual import DEFAULT_NET, NETS, STLPIPS, PerceptualError, ReferenceScorer, load_stlpips
 from .plots import atomic_write
 from .router import MIN_RATE, random_mask, raster_prefix_mask
 from .video_io import VideoInfo, iter_frames, probe_video
@@ -130,6 +132,7 @@ class EvalRow:
     height: int
     psnr: float
     ssim: float
+    lpips: float | None  # mean per-frame ST-LPIPS (lower is better); None when not measured
     mse: float
     file_bytes: int
     bits_per_pixel: float  # real size of the compressed file: 8 x bytes / (frames x W x H)
@@ -153,7 +156,7 @@ class EvalRow:
 
 # Columns shared by per-video rows and averages in the CSV (the per-window lists stay in the JSON).
 CSV_COLUMNS = [f.name for f in fields(EvalRow) if not f.name.startswith("window_")]
-_AVERAGED = ("psnr", "ssim", "mse", "file_bytes", "bits_per_pixel", "encode_seconds", "decode_seconds",
+_AVERAGED = ("psnr", "ssim", "lpips", "mse", "file_bytes", "bits_per_pixel", "encode_seconds", "decode_seconds",
              "keep_rate", "tokens_kept", "tokens_max", "bpp16", "passes_per_window")
 
 
@@ -254,12 +257,15 @@ class Quality:
     ssim: float
     frames: int
     decode_seconds: float
+    lpips: float | None = None
 
 
-def measure(src: str | Path, info: VideoInfo, decoded: Iterator[np.ndarray]) -> Quality:
-    """Compare a stream of decoded frames with the source, one small batch of frames at a time."""
+def measure(src: str | Path, info: VideoInfo, decoded: Iterator[np.ndarray],
+            lpips: ReferenceScorer | None = None) -> Quality:
+    """Compare a stream of decoded frames with the source, one small batch of frames at a time; with
+    `lpips` (a scorer made for this source video) also the mean per-frame ST-LPIPS."""
     timed = _Timed(decoded)
-    sq, n, ssims, count = 0.0, 0, [], 0
+    sq, n, ssims, lps, count = 0.0, 0, [], [], 0
     ref_batch: list[np.ndarray] = []
     dec_batch: list[np.ndarray] = []
 
@@ -269,6 +275,8 @@ def measure(src: str | Path, info: VideoInfo, decoded: Iterator[np.ndarray]) -> 
         s, c = mse_sum(a, b)
         sq, n = sq + s, n + c
         ssims.extend(ssim_frames(a, b).tolist())
+        if lpips is not None:
+            lps.extend(lpips.score(count - len(ref_batch), a, b).tolist())
         ref_batch.clear()
         dec_batch.clear()
 
@@ -289,14 +297,16 @@ def measure(src: str | Path, info: VideoInfo, decoded: Iterator[np.ndarray]) -> 
     if count != info.num_frames:
         raise CodecError(f"{info.name}: decoded {count} frames, the source has {info.num_frames}")
     mse = sq / n
-    return Quality(mse, psnr_from_mse(mse), float(np.mean(ssims)), count, timed.seconds)
+    return Quality(mse, psnr_from_mse(mse), float(np.mean(ssims)), count, timed.seconds,
+                   float(np.mean(lps)) if lps else None)
 
 
-def measure_itok(src: str | Path, info: VideoInfo, itok: str | Path, tok: Tokenizer) -> Quality:
+def measure_itok(src: str | Path, info: VideoInfo, itok: str | Path, tok: Tokenizer,
+                 lpips: ReferenceScorer | None = None) -> Quality:
     """Decode an .itok file in a stream (as `infotok decompress` does) and measure it."""
     with ItokReader(itok) as reader:
         check_model_matches(reader.header, tok)
-        return measure(src, info, iter_decoded(reader, tok))
+        return measure(src, info, iter_decoded(reader, tok), lpips)
 
 
 def _window_counts(itok: str | Path) -> tuple[list[int], list[int]]:
@@ -453,8 +463,12 @@ def _steps(methods: Sequence[str], rates: Sequence[float]) -> int:
 
 def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float] = DEFAULT_RATES,
              methods: Sequence[str] | None = None, *, window: int = 33, overlap: int = 3, seed: int = 0,
-             progress: EvalProgress | None = None, workdir: str | Path | None = None) -> EvalReport:
+             progress: EvalProgress | None = None, workdir: str | Path | None = None,
+             lpips: str | STLPIPS | None = DEFAULT_NET) -> EvalReport:
     """Evaluate every method on every video at every keep rate; see the module docstring.
+
+    `lpips`: the ST-LPIPS network ("alex", "vgg"), an already loaded one, or None to skip the metric
+    (it costs about as much as decoding); videos smaller than the network accepts get no ST-LPIPS.
 
     Compressed files go to a temporary folder (inside `workdir` when given) and are deleted as soon as
     they are measured, so disk use stays at one file at a time.
@@ -470,11 +484,19 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
     methods = resolve_methods(methods, codecs=True)
     if any(m in methods for m in ("search", *CODEC_METHODS)) and "elbo" not in methods:
         methods = ["elbo", *methods]  # they are calibrated against the router's result
+    if isinstance(lpips, str):
+        if lpips not in NETS:
+            raise EvalError(f"unknown ST-LPIPS network {lpips!r}; choose from {', '.join(NETS)}")
+        try:
+            lpips = load_stlpips(lpips, tok.device)
+        except PerceptualError as exc:
+            raise EvalError(str(exc)) from None
     infos = [probe_video(p) for p in paths]  # fail on a bad input before any long work starts
     total = _steps(methods, rates) * len(paths)
     done = 0
     rows: list[EvalRow] = []
     skipped: list[dict] = []
+    lpips_skipped: list[str] = []  # videos smaller than the ST-LPIPS network accepts
 
     def step(label: str) -> None:
         if progress:
@@ -487,12 +509,12 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
                       mask_fn=None) -> EvalRow:
             res = compress_video(src, itok, tok, beta=beta, strategy=strategy, window=window,
                                  overlap=overlap, overwrite=True, mask_fn=mask_fn)
-            q = measure_itok(src, info, itok, tok)
+            q = measure_itok(src, info, itok, tok, scorer)
             kept, cap = _window_counts(itok)
             itok.unlink()
             return EvalRow(
                 video=info.name, method=method, rate=rate, frames=info.num_frames, width=info.width,
-                height=info.height, psnr=q.psnr, ssim=q.ssim, mse=q.mse, file_bytes=res.file_bytes,
+                height=info.height, psnr=q.psnr, ssim=q.ssim, lpips=q.lpips, mse=q.mse, file_bytes=res.file_bytes,
                 bits_per_pixel=res.bits_per_pixel, encode_seconds=res.seconds,
                 decode_seconds=q.decode_seconds,
                 keep_rate=res.keep_rate, tokens_kept=res.tokens_kept, tokens_max=res.tokens_max,
@@ -501,6 +523,12 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
 
         for src, info in zip(paths, infos, strict=True):
             name = info.name
+            # One scorer per video: it keeps this source's features for every method and rate.
+            scorer = None
+            if lpips is not None and min(info.width, info.height) >= lpips.min_size:
+                scorer = ReferenceScorer(lpips)
+            elif lpips is not None:
+                lpips_skipped.append(name)
             pixels = info.num_frames * info.width * info.height
             for rate in rates:
                 elbo: EvalRow | None = None
@@ -527,12 +555,13 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
                     elif method == "search":
                         assert elbo is not None
                         s = compress_search(src, itok, tok, info, elbo.mse, window=window, overlap=overlap)
-                        q = measure_itok(src, info, itok, tok)
+                        q = measure_itok(src, info, itok, tok, scorer)
                         itok.unlink()
                         kept, cap = sum(s.tokens), sum(s.capacity)
                         row = EvalRow(
                             video=name, method=method, rate=rate, frames=info.num_frames, width=info.width,
-                            height=info.height, psnr=q.psnr, ssim=q.ssim, mse=q.mse, file_bytes=s.file_bytes,
+                            height=info.height, psnr=q.psnr, ssim=q.ssim, lpips=q.lpips, mse=q.mse,
+                            file_bytes=s.file_bytes,
                             bits_per_pixel=8 * s.file_bytes / pixels, encode_seconds=s.seconds,
                             decode_seconds=q.decode_seconds, keep_rate=kept / cap, tokens_kept=kept,
                             tokens_max=cap, bpp16=kept / cap + 1 / 16,
@@ -542,10 +571,11 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
                     else:  # x264 / x265 at the router's file size
                         assert elbo is not None
                         crf, data, secs = codec_at_size(src, info, method, elbo.file_bytes)
-                        q = measure(src, info, decode_codec(data, method))
+                        q = measure(src, info, decode_codec(data, method), scorer)
                         row = EvalRow(
                             video=name, method=method, rate=rate, frames=info.num_frames, width=info.width,
-                            height=info.height, psnr=q.psnr, ssim=q.ssim, mse=q.mse, file_bytes=len(data),
+                            height=info.height, psnr=q.psnr, ssim=q.ssim, lpips=q.lpips, mse=q.mse,
+                            file_bytes=len(data),
                             bits_per_pixel=8 * len(data) / pixels, encode_seconds=secs,
                             decode_seconds=q.decode_seconds, crf=crf)
                     rows.append(row)
@@ -562,6 +592,11 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
         "torch_version": torch.__version__,
         "psnr": "20 log10(255 / sqrt(MSE over the whole video)), averaged over videos",
         "ssim": "mean per-frame SSIM (Gaussian sigma 1.5, 8-bit range), averaged over videos",
+        "lpips": None if lpips is None else
+        f"mean per-frame ST-LPIPS (shift-tolerant LPIPS, {lpips.net_name}; frames in [-1, 1] at native "
+        "resolution; lower is better), averaged over videos; none for frames under "
+        f"{lpips.min_size}x{lpips.min_size}",
+        "lpips_skipped": lpips_skipped,
     }
     return EvalReport(rows, settings)
 
@@ -576,14 +611,18 @@ _STYLE = {
 
 
 def plot_rd(report: EvalReport, path: str | Path, title: str = "", overwrite: bool = False) -> Path:
-    """PNG of mean PSNR and mean SSIM against real bits per pixel, one line per method, written
-    atomically (matplotlib's object API on the Agg canvas: no pyplot, no display, no global state)."""
+    """PNG of mean PSNR, mean SSIM and (when measured) mean ST-LPIPS against real bits per pixel, one line
+    per method, written atomically (matplotlib's object API on the Agg canvas: no pyplot, no display, no
+    global state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.2))
+    panels = [("psnr", "PSNR (dB)"), ("ssim", "SSIM")]
+    if any(a["lpips"] is not None for a in report.averages()):
+        panels.append(("lpips", "ST-LPIPS (lower is better)"))
+    fig = Figure(figsize=(5.5 * len(panels), 4.2))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
+    axes = fig.subplots(1, len(panels))
     by_method: dict[str, list[dict]] = {}
     for a in report.averages():
         by_method.setdefault(a["method"], []).append(a)
@@ -591,10 +630,10 @@ def plot_rd(report: EvalReport, path: str | Path, title: str = "", overwrite: bo
         pts = sorted(pts, key=lambda a: a["bits_per_pixel"])
         color, marker, line = _STYLE.get(method, ("C7", ".", "-"))
         x = [a["bits_per_pixel"] for a in pts]
-        for ax, key in zip(axes, ("psnr", "ssim"), strict=True):
+        for ax, (key, _) in zip(axes, panels, strict=True):
             y = [a[key] if a[key] is not None and math.isfinite(a[key]) else np.nan for a in pts]
             ax.plot(x, y, color=color, marker=marker, linestyle=line or "none", label=method)
-    for ax, label in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
+    for ax, (_, label) in zip(axes, panels, strict=True):
         ax.set_xlabel("bits per pixel (real file size)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
@@ -616,13 +655,13 @@ def fmt(v, digits: int = 3) -> str:
 
 def markdown_table(report: EvalReport) -> str:
     """The averages as a Markdown table (used by the CLI's text output and by scripts/bench.py)."""
-    head = ["method", "rate", "keep", "BPP16", "bits/pixel", "PSNR", "SSIM", "passes/window", "encode s",
-            "decode s"]
+    head = ["method", "rate", "keep", "BPP16", "bits/pixel", "PSNR", "SSIM", "ST-LPIPS", "passes/window",
+            "encode s", "decode s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for a in report.averages():
         lines.append(
             f"| {a['method']} | {a['rate']:g} | {fmt(a['keep_rate'])} | {fmt(a['bpp16'])} | "
-            f"{fmt(a['bits_per_pixel'], 4)} | {fmt(a['psnr'], 2)} | {fmt(a['ssim'], 4)} | "
+            f"{fmt(a['bits_per_pixel'], 4)} | {fmt(a['psnr'], 2)} | {fmt(a['ssim'], 4)} | {fmt(a['lpips'], 4)} | "
             f"{fmt(a['passes_per_window'], 1)} | {fmt(a['encode_seconds'], 2)} | "
             f"{fmt(a['decode_seconds'], 2)} |")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ Data flow (one coding window of T = 1 + 4k frames, pixels in [-1, 1]):
       -> Encoder        causal 4x8x8 compression: frame 0 alone, then groups of 4 frames
       -> Compressor     (adaptive) residual transformer over latent tokens (attention inside 8x8
                         spatial windows, block-causal across latent frames)
-      -> to_code        linear map to the 6 FSQ dims
+      -> to_code        RMS normalisation, then a linear map to the 6 FSQ dims
       -> FSQ            levels (8,8,8,5,5,5) = 64,000 codes, one token per latent position
       -> (router keeps a subset of positions; see router.py)
       -> from_code      linear map back; dropped positions get a learned "dropped" vector
@@ -341,8 +341,19 @@ class FSQ(nn.Module):
     def bound(self, z: torch.Tensor) -> torch.Tensor:
         half = (self.levels - 1) * (1 + 1e-3) / 2
         offset = torch.where(self.levels % 2 == 0, 0.5, 0.0)
-        shift = torch.atanh(offset / half)
-        return torch.tanh(z + shift) * half - offset
+        return torch.tanh(z + self._shift()) * half - offset
+
+    def range_penalty(self, z: torch.Tensor) -> torch.Tensor:
+        """Keeps the values entering FSQ centred and out of tanh's flat tails, where the straight-through
+        gradient vanishes and a digit can freeze at one level (a dead digit wastes its bits): the squared
+        per-dim mean of the tanh argument plus the squared excess of its magnitude beyond 2."""
+        u = z.float() + self._shift()
+        mean = u.reshape(-1, u.shape[-1]).mean(0)
+        return mean.pow(2).mean() + F.relu(u.abs() - 2).pow(2).mean()
+
+    def _shift(self) -> torch.Tensor:
+        half = (self.levels - 1) * (1 + 1e-3) / 2
+        return torch.atanh(torch.where(self.levels % 2 == 0, 0.5, 0.0) / half)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z [..., d] -> (codes in [-1, 1] with straight-through gradient, indices [...])."""
@@ -383,6 +394,9 @@ class InfoTok(nn.Module):
             self.compressor_in = nn.Linear(cfg.latent_dim, cfg.width)
             self.compressor = TokenTransformer(cfg, cfg.compressor_layers)
             self.compressor_out = zero_linear(cfg.width, cfg.latent_dim)
+            # The encoder has no normalisation, so its output scale is free to grow; unnormalised, it grew
+            # until every value entering FSQ sat deep in tanh's flat tails (no gradient, dead digits).
+            self.code_norm = RMSNorm(cfg.latent_dim)
             self.to_code = nn.Linear(cfg.latent_dim, d)
             self.from_code = nn.Linear(d, cfg.latent_dim)
             self.dropped_token = nn.Parameter(torch.zeros(cfg.latent_dim))  # the decoder knows what is missing
@@ -397,7 +411,8 @@ class InfoTok(nn.Module):
         """Parameters of the base tokenizer (encoder, code maps, decoder)."""
         if self.cfg.layout == "serial":
             raise ValueError("the serial layout has no separate base tokenizer to train in stages")
-        return [p for m in (self.encoder, self.to_code, self.from_code, self.decoder) for p in m.parameters()]
+        parts = (self.encoder, self.code_norm, self.to_code, self.from_code, self.decoder)
+        return [p for m in parts for p in m.parameters()]
 
     def adaptive_parameters(self) -> list[nn.Parameter]:
         """Parameters of the adaptive path (compressor, decompressor, the dropped-position vector)."""
@@ -406,12 +421,18 @@ class InfoTok(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B,3,T,H,W] in [-1,1] -> (codes [B,t,h,w,6], indices [B,t,h,w])."""
+        return self.quantizer(self.pre_codes(x))
+
+    def pre_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """frames -> the values entering FSQ [B,t,h,w,6] (training watches their range)."""
         z = self.encoder(x).permute(0, 2, 3, 4, 1)  # [B,t,h,w,D]
         if self.cfg.layout == "serial":
             z = self.compressor(self.enc_in(z))
-        elif self.adaptive:
-            z = z + self.compressor_out(self.compressor(self.compressor_in(z)))
-        return self.quantizer(self.to_code(z))
+        else:
+            if self.adaptive:
+                z = z + self.compressor_out(self.compressor(self.compressor_in(z)))
+            z = self.code_norm(z)
+        return self.to_code(z)
 
     def decode(self, codes: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B,t,h,w,6] and keep mask [B,t,h,w] (True = sent) -> frames [B,3,T,H,W]."""

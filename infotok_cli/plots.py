@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from .atomic import AtomicFile, OutputExistsError
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 FRAME_COLUMNS = ("frame", "timestamp", "window", "latent_frame", "tokens_kept", "tokens_possible",
@@ -45,12 +45,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], overwrite: boo
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists (use --force to overwrite)")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # A named, locked temporary (the callback needs a path): atomic.clean_stale removes it if we die.
+    out = AtomicFile(path, overwrite=overwrite, unnamed=False)
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        assert out.tmp is not None
+        write(out.tmp)
+        out.commit()
+    except OutputExistsError:
+        raise FileExistsError(f"{path} already exists (use --force to overwrite)") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        out.abort()  # no-op after a commit
     return path
 
 

@@ -7,6 +7,8 @@ base tokenizer reconstructs badly carries more information and keeps its tokens.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -104,3 +106,85 @@ def video_rates(beta: float, window_errors: list[float], capacities: list[int]) 
         else:
             hi = mid
     return [min(1.0, max(MIN_RATE, hi * e)) for e in errs]
+
+
+@dataclass
+class QualitySearch:
+    """Outcome of `tokens_for_quality` for one window."""
+
+    k: int  # tokens kept
+    psnr: float  # PSNR of the window's reconstruction with those k tokens
+    probes: int  # decodes made by the search (the full-rate decode is not one of them)
+    reached: bool  # psnr >= target
+
+
+def tokens_for_quality(capacity: int, psnr_at: Callable[[int], float], target: float, full_psnr: float, *,
+                       k_start: int | None = None, k_cap: int | None = None, tolerance: float = 0.25,
+                       max_probes: int = 8) -> QualitySearch:
+    """Smallest token count k whose reconstruction reaches `target` dB, with as few decodes as possible.
+
+    `psnr_at(k)` decodes the window from its k top-error tokens (one network pass); `full_psnr` is the
+    PSNR at k = capacity, which the router's full-rate pass already measured. The search works on the
+    rate-PSNR curve: a secant step from the warm start `k_start` (e.g. the previous window's count)
+    towards the known full-rate point, then false position (Illinois) inside the bracket of the
+    highest count that falls short and the lowest that reaches the target. It aims `tolerance / 2` dB
+    above the target and stops as soon as a count reaches the target by at most `tolerance` dB, when
+    the bracket is down to about 1/256 of the window, or after `max_probes` decodes; the answer is
+    always a measured count that reaches the target (or the cap/capacity when none can).
+
+    `k_cap` (e.g. from --max-bpp16) bounds k from above. Counts never go below ceil(N/16).
+    """
+    floor = max(1, math.ceil(capacity * MIN_RATE))
+    cap = capacity if k_cap is None else max(floor, min(capacity, int(k_cap)))
+    probes = 0
+    known: dict[int, float] = {capacity: full_psnr}
+
+    def measure(k: int) -> float:
+        nonlocal probes
+        if k not in known:
+            probes += 1
+            known[k] = float(psnr_at(k))
+        return known[k]
+
+    top = measure(cap)  # free when uncapped
+    if not top >= target:  # also catches NaN
+        return QualitySearch(cap, top, probes, False)
+    if cap == floor:
+        return QualitySearch(cap, top, probes, True)
+    aim = target + tolerance / 2
+    resolution = max(1, capacity // 256)
+    hi, p_hi = cap, top  # lowest count known to reach the target
+    lo, p_lo = floor - 1, -math.inf  # highest count known to fall short (floor - 1: none yet)
+    side = 0  # Illinois: which end moved last, to halve a stale end's weight
+    k = min(max(k_start if k_start is not None else cap // 2, floor), cap)
+    while probes < max_probes:
+        if k >= hi or k <= lo:
+            k = (lo + hi) // 2 if lo >= floor else max(floor, hi // 2)
+        if k >= hi or k <= lo or hi - lo <= resolution:
+            break
+        p = measure(k)
+        if p >= target:
+            hi, p_hi = k, p
+            if p - target <= tolerance:
+                break
+            if side == 1:
+                p_lo = (p_lo + aim) / 2 if math.isfinite(p_lo) else p_lo
+            side = 1
+        else:
+            lo, p_lo = k, p
+            if side == -1:
+                p_hi = (p_hi + aim) / 2
+            side = -1
+        if hi - lo <= resolution:
+            break
+        if math.isfinite(p_lo) and p_hi > p_lo:  # false position inside the bracket
+            k = round(lo + (aim - p_lo) * (hi - lo) / (p_hi - p_lo))
+        else:  # only points above the target: secant through the two lowest known, extrapolated down
+            k2 = min(c for c in known if c > hi) if any(c > hi for c in known) else None
+            if k2 is not None and known[k2] > p_hi:
+                slope = (known[k2] - p_hi) / (k2 - hi)
+                k = round(hi - (p_hi - aim) / slope)
+            else:
+                k = hi // 2
+        k = min(max(k, lo + 1, floor), hi - 1)
+    return QualitySearch(hi, known[hi], probes, True)

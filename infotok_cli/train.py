@@ -71,6 +71,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     ema_decay: float = 0.999
     ssim_weight: float = 0.2
+    code_range_weight: float = 0.1  # FSQ range penalty (model.FSQ.range_penalty): keeps every digit alive
     grad_clip: float = 1.0
     val_fraction: float = 0.1
     max_frames_per_video: int = 300
@@ -203,10 +204,13 @@ class FlexObjective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, rates: list[float]) -> torch.Tensor:
-        codes, _ = self.model.encode(x)
+    def forward(self, x: torch.Tensor, rates: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (reconstruction, FSQ range penalty)."""
+        pre = self.model.pre_codes(x)
+        codes, _ = self.model.quantizer(pre)
+        penalty = self.model.quantizer.range_penalty(pre)
         if not self.model.adaptive:  # base stage: full rate, no router pass
-            return self.model.decode(codes)
+            return self.model.decode(codes), penalty
         if any(r < 1 for r in rates):
             with torch.no_grad():
                 error = position_error(x, self.model.decode(codes.detach()))
@@ -215,7 +219,7 @@ class FlexObjective(nn.Module):
             # All clips at full rate: an all-True mask still puts `dropped_token` in the graph (with a zero
             # gradient). Without it DDP fails on the next step, as one parameter got no gradient.
             keep = torch.ones(codes.shape[:-1], dtype=torch.bool, device=codes.device)
-        return self.model.decode(codes, keep)
+        return self.model.decode(codes, keep), penalty
 
 
 def schedule_progress(step: int, seconds: float, cfg: TrainConfig) -> float:
@@ -422,11 +426,11 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
             x = sampler.sample().to(device)
             rates = [rate_rng.choice(cfg.rates) for _ in range(x.shape[0])]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                y = objective(x, rates)
+                y, penalty = objective(x, rates)
             y = y.float()
             frames_y = y.permute(0, 2, 1, 3, 4).flatten(0, 1)
             frames_x = x.permute(0, 2, 1, 3, 4).flatten(0, 1)
-            loss = (y - x).abs().mean()
+            loss = (y - x).abs().mean() + cfg.code_range_weight * penalty
             if cfg.ssim_weight:
                 loss = loss + cfg.ssim_weight * ssim_loss(frames_y, frames_x)
             opt.zero_grad(set_to_none=True)

@@ -3,8 +3,9 @@
 * :func:`probe_video` reads a file's layout (size, exact frame count, timestamps, rotation, ...)
   by demuxing packets, which is much faster than decoding.
 * :func:`iter_frames` decodes one frame at a time to uint8 RGB, so memory does not grow with length.
-* :class:`VideoWriter` encodes RGB frames, restoring the timing/rotation/aspect of a source, and
-  only makes the output visible (atomic rename) once it was written completely.
+* :class:`VideoWriter` encodes RGB frames, restoring the timing/rotation/aspect of a source, muxes a
+  kept audio track (:mod:`infotok_cli.audio`) back in sync, and only makes the output visible
+  (:mod:`infotok_cli.atomic`) once it was written completely.
 
 Every failure surfaces as :class:`VideoError` with a one-line message meant for end users.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -29,6 +29,9 @@ from types import TracebackType
 
 import av
 import numpy as np
+
+from .atomic import AtomicFile, OutputExistsError
+from .audio import AudioError, AudioMuxer, AudioTrack, container_holds, transcode_to_aac
 
 __all__ = ["VideoError", "VideoInfo", "VideoWriter", "iter_frames", "probe_video"]
 
@@ -44,6 +47,10 @@ LOSSLESS_CODEC = "libx264rgb"
 
 class VideoError(Exception):
     """A user-facing video problem; ``str(err)`` is a single line naming the file."""
+
+
+class VideoExistsError(VideoError, FileExistsError):
+    """The output video exists (or another writer created it first) and overwriting was not asked for."""
 
 
 def _one_line(text: object) -> str:
@@ -390,9 +397,14 @@ def _decode_tolerant(
 class VideoWriter:
     """Encode uint8 RGB frames to ``path`` (.mp4 / .m4v / .mov / .mkv), atomically.
 
-    Frames go to a hidden temporary file in the destination directory, which is renamed onto
-    ``path`` when the ``with`` block ends normally and deleted if it ends with an exception, so a
-    crash never leaves a truncated video behind under the real name.
+    Frames go to an :class:`~infotok_cli.atomic.AtomicFile` (an unnamed file where the file system
+    allows it, else a locked hidden temporary that later writers clean up), which becomes ``path``
+    when the ``with`` block ends normally and is discarded if it ends with an exception: neither an
+    error nor ``kill -9`` leaves a truncated video behind.
+
+    ``audio``: a compressed audio track to mux in as it is, its timestamps shifted with the video's
+    (see below). When the output container cannot hold its codec (e.g. FLAC in .mov) it is
+    converted to AAC and a line is added to :attr:`notices`; .mkv holds every codec.
 
     Encoding:
         * default: libx264 ``crf`` (10 = visually lossless) in ``pix_fmt`` (default yuv444p,
@@ -433,8 +445,10 @@ class VideoWriter:
         crf: int = 10,
         overwrite: bool = False,
         pix_fmt: str | None = None,
+        audio: AudioTrack | None = None,
     ) -> None:
         self.path = Path(path)
+        self.notices: list[str] = []
         self.width, self.height = int(width), int(height)
         self.fps = Fraction(fps)
         self.time_base = Fraction(time_base) if time_base is not None else 1 / self.fps
@@ -448,25 +462,37 @@ class VideoWriter:
         # frame spacing in ticks, used for constant-rate output when no pts are given.
         scale = self.time_base / self._tick
         self._ticks = [int(p * scale) for p in self.pts] if self.pts is not None else None
+        shift = Fraction(0)
         if self._ticks and self._ticks[0] < 0:
             # Containers treat frames before time 0 as pre-roll and players (and probe_video) drop
             # them, so shift the whole timeline: relative timing is kept, the offset is not.
+            shift = -self._ticks[0] * self._tick
             self._ticks = [t - self._ticks[0] for t in self._ticks]
         self._step = 1 / (self.fps * self._tick)
-        self._tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
         self._count = 0
         self._pending: av.VideoFrame | None = None  # held back until its duration is known
         self._durations: dict[int, int] = {}
         self._closed = False
+        self._audio: AudioMuxer | None = None
+        try:
+            self._out = AtomicFile(self.path, overwrite=self.overwrite)
+        except OutputExistsError:
+            raise VideoExistsError(_one_line(f"{self.path}: output file already exists (pass overwrite=True "
+                                             "to replace it)")) from None
+        except OSError as exc:
+            raise _err(self.path, f"cannot create output file ({exc.strerror or exc})") from exc
         try:
             self._container = av.open(
-                os.fspath(self._tmp), mode="w", format=self._format, options=self._muxer_options()
+                self._out.file, mode="w", format=self._format, options=self._muxer_options()
             )
         except (av.FFmpegError, OSError) as exc:
+            self._out.abort()
             raise _err(self.path, f"cannot create output file ({_av_reason(exc)})") from exc
         try:
             self._stream = self._add_stream(rotation, Fraction(sar), lossless, crf, pix_fmt)
-        except (av.FFmpegError, OSError, ValueError) as exc:
+            if audio is not None:
+                self._audio = self._add_audio(audio, shift)
+        except (av.FFmpegError, OSError, ValueError, AudioError) as exc:
             self._abort()
             raise _err(self.path, f"cannot set up the encoder ({_av_reason(exc)})") from exc
 
@@ -475,7 +501,8 @@ class VideoWriter:
             known = ", ".join(sorted(_CONTAINERS))
             raise _err(self.path, f"unsupported output extension {self.path.suffix!r} (use {known})")
         if self.path.exists() and not self.overwrite:
-            raise _err(self.path, "output file already exists (pass overwrite=True to replace it)")
+            raise VideoExistsError(_one_line(f"{self.path}: output file already exists (pass overwrite=True "
+                                             "to replace it)"))
         if not self.path.parent.is_dir():
             raise _err(self.path, "output directory does not exist")
         if self.width <= 0 or self.height <= 0:
@@ -549,6 +576,14 @@ class VideoWriter:
             stream.set_display_rotation(rotation % 360)
         return stream
 
+    def _add_audio(self, track: AudioTrack, shift: Fraction) -> AudioMuxer:
+        if not container_holds(self._format, track):
+            converted = transcode_to_aac(track)
+            self.notices.append(f"{track.codec} audio cannot go into {self.path.suffix.lower()}; "
+                                "converted to AAC (an .mkv output keeps it as it is)")
+            track = converted
+        return AudioMuxer(self._container, track, float(shift))
+
     # -- context manager -------------------------------------------------------------------------
 
     def __enter__(self) -> VideoWriter:
@@ -601,6 +636,8 @@ class VideoWriter:
                 ticks = self._durations.pop(packet.pts, 0) if packet.pts is not None else 0
                 packet.duration = round(ticks * self._tick / packet.time_base)
                 self._container.mux(packet)
+                if self._audio is not None and packet.dts is not None:
+                    self._audio.mux_until(float(packet.dts * packet.time_base))
         except (av.FFmpegError, OSError, ValueError) as exc:
             self._abort()
             raise _err(self.path, f"encoding failed at frame {self._count} ({_av_reason(exc)})") from exc
@@ -627,12 +664,16 @@ class VideoWriter:
         self._pending = None
         self._encode(None)  # drain the encoder's look-ahead
         try:
+            if self._audio is not None:
+                self._audio.finish()
             self._container.close()
             self._closed = True
-            if self.path.exists() and not self.overwrite:
-                raise FileExistsError("output file appeared while writing")
-            os.replace(self._tmp, self.path)
-        except (av.FFmpegError, OSError) as exc:
+            self._out.commit()
+        except OutputExistsError:
+            self._abort()
+            raise VideoExistsError(_one_line(f"{self.path}: output file already exists (another writer finished "
+                                             "first)")) from None
+        except (av.FFmpegError, OSError, ValueError) as exc:
             self._abort()
             raise _err(self.path, f"cannot finish writing ({_av_reason(exc)})") from exc
 
@@ -644,7 +685,9 @@ class VideoWriter:
                 self._container.close()
             except Exception:  # noqa: BLE001 - the file is deleted anyway
                 pass
-        self._tmp.unlink(missing_ok=True)
+        if self._audio is not None:
+            self._audio.close()
+        self._out.abort()
 
 
 def _chroma_subsampled(pix_fmt: str) -> bool:

