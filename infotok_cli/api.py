@@ -26,6 +26,7 @@ from .codec import (
     CodecError,
     CompressResult,
     DecompressResult,
+    check_budget,
     check_window,
     compress_video,
     decompress_video,
@@ -34,7 +35,7 @@ from .codec import (
     resolve_device,
 )
 from .container import SPATIAL_STRIDE, Header, ItokReader
-from .router import STRATEGIES, tokens_for_rate, top_k_mask, video_rates, window_rate
+from .router import tokens_for_rate, top_k_mask, video_rates, window_rate
 from .tokens import DROPPED, TokenFile, Tokens, TokenWindow, load
 from .weights import DEFAULT_MODEL, WEIGHTS_DIR, LoadedModel, WeightsError, load_model
 
@@ -122,10 +123,7 @@ class Tokenizer(codec.Tokenizer):
     def encode(self, frames: np.ndarray | torch.Tensor, *, beta: float = 0.5, strategy: str = "global",
                window: int = 33, overlap: int = 3) -> Tokens:
         """Frames uint8 `[T, H, W, 3]` -> `Tokens`, exactly as `compress` codes the same frames."""
-        if strategy not in STRATEGIES:
-            raise CodecError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if not 1 / 16 <= beta <= 1:
-            raise CodecError(f"beta must be between 1/16 (0.0625) and 1, got {beta}")
+        check_budget(strategy, beta)
         check_window(window, overlap)
         frames = as_frames(frames)
         n, h, w, _ = frames.shape

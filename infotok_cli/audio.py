@@ -113,16 +113,20 @@ def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.Aud
     return container.streams.audio[0] if container.streams.audio else None
 
 
+def _mux_first(out: av.container.OutputContainer, stream, first: bytes) -> None:
+    """Mux `first` as the stream's packet at time 0 (what a setup blob holds)."""
+    p = av.Packet(first)
+    p.pts = p.dts = 0
+    p.time_base = stream.time_base
+    p.stream = stream
+    out.mux(p)
+
+
 def _setup_blob(stream: av.audio.stream.AudioStream, first: bytes) -> bytes:
     """A tiny Matroska file with the stream's header and first packet (the demuxer wants one)."""
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="matroska") as out:
-        s = out.add_stream_from_template(stream)
-        p = av.Packet(first)
-        p.pts = p.dts = 0
-        p.time_base = s.time_base
-        p.stream = s
-        out.mux(p)
+        _mux_first(out, out.add_stream_from_template(stream), first)
     return buf.getvalue()
 
 
@@ -336,11 +340,7 @@ def _setup_from_context(enc: av.CodecContext, first: bytes) -> bytes:
         s = out.add_stream(enc.name, rate=enc.sample_rate, layout=enc.layout.name)
         s.codec_context.extradata = enc.extradata
         s.time_base = enc.time_base
-        p = av.Packet(first)
-        p.pts = p.dts = 0
-        p.time_base = s.time_base
-        p.stream = s
-        out.mux(p)
+        _mux_first(out, s, first)
     return buf.getvalue()
 
 

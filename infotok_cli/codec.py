@@ -74,6 +74,14 @@ def plan_windows(num_frames: int, window: int, overlap: int) -> list[tuple[int, 
         start += window - overlap
 
 
+def check_budget(strategy: str, beta: float) -> None:
+    """The token-budget options (`--strategy`, `--beta`) are valid, or CodecError."""
+    if strategy not in STRATEGIES:
+        raise CodecError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if not 1 / 16 <= beta <= 1:
+        raise CodecError(f"--beta must be between 1/16 (0.0625) and 1, got {beta}")
+
+
 def check_window(window: int, overlap: int) -> None:
     if window < 1 or (window - 1) % TEMPORAL_STRIDE:
         raise CodecError(f"--window must be 1 + 4k frames (e.g. 17, 33), got {window}")
@@ -263,10 +271,7 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
     `audio`: keep the source's first audio stream, its compressed packets as they are, in an AUDIO
     chunk (a stream that cannot be kept is dropped with a notice).
     """
-    if strategy not in STRATEGIES:
-        raise CodecError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if not 1 / 16 <= beta <= 1:
-        raise CodecError(f"--beta must be between 1/16 (0.0625) and 1, got {beta}")
+    check_budget(strategy, beta)
     check_window(window, overlap)
     check_quality_options(target_psnr, max_bpp16)
     t0 = time.perf_counter()
