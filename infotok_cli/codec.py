@@ -163,18 +163,30 @@ class Tokenizer:
                 measure: bool = False) -> WindowAnalysis:
         """Encode a window, decode all its tokens once (the full-rate pass) and measure the error; with
         `measure`, also the PSNR of that full-rate reconstruction against `frames`."""
-        x = to_model_input(frames, padded_hw, self.device)
         self.bound_chunks(*padded_hw)
-        with self.autocast():
-            codes, indices = self.model.encode(x)
-            x_full = self.model.decode(codes)
-        error = position_error(x, x_full)[0].cpu()
+        x, codes, indices = self.encode_window(frames, padded_hw)
+        x_full = self.decode_full(codes)
+        error = self.full_rate_error(x, x_full)
         full_psnr = None
         if measure:
             n, h, w, _ = frames.shape
             full_psnr = psnr_video(to_frames(x_full, n, h, w), frames)
         return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(), error,
                               full_psnr)
+
+    # analyse()'s three parts, separate so that a profiler (scripts/bench.py) can time each one
+    def encode_window(self, frames: np.ndarray, padded_hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """uint8 frames -> (model input, codes, token indices)."""
+        x = to_model_input(frames, padded_hw, self.device)
+        with self.autocast():
+            return (x, *self.model.encode(x))
+
+    def decode_full(self, codes: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.model.decode(codes)
+
+    def full_rate_error(self, x: torch.Tensor, x_full: torch.Tensor) -> torch.Tensor:
+        return position_error(x, x_full)[0].cpu()
 
     def window_psnr(self, a: WindowAnalysis, keep: torch.Tensor, frames: np.ndarray) -> float:
         """PSNR of window `a` decoded from the tokens in `keep`, as a receiver decodes it (one pass)."""

@@ -53,11 +53,9 @@ import torch
 from infotok_cli import __version__
 from infotok_cli.codec import (
     Tokenizer,
-    WindowAnalysis,
     compress_video,
     decompress_video,
     resolve_device,
-    to_model_input,
 )
 from infotok_cli.evaluate import (
     METHODS,
@@ -69,7 +67,7 @@ from infotok_cli.evaluate import (
 )
 from infotok_cli.model import count_parameters
 from infotok_cli.perceptual import STLPIPS, ReferenceScorer, frames_distance, load_stlpips
-from infotok_cli.router import position_error, top_k_mask
+from infotok_cli.router import top_k_mask
 from infotok_cli.video_io import VideoWriter, iter_frames, probe_video
 from infotok_cli.weights import load_model
 
@@ -242,17 +240,17 @@ class TimedTokenizer(Tokenizer):
         self.sync()
         self.t[key] += time.perf_counter() - t0
 
-    @torch.no_grad()
-    def analyse(self, frames: np.ndarray, start: int, padded_hw: tuple[int, int]) -> WindowAnalysis:
+    def encode_window(self, frames: np.ndarray, padded_hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         with self.timer("encoder"):
-            x = to_model_input(frames, padded_hw, self.device)
-            with self.autocast():
-                codes, indices = self.model.encode(x)
-        with self.timer("full-rate decode"), self.autocast():
-            x_full = self.model.decode(codes)
+            return super().encode_window(frames, padded_hw)
+
+    def decode_full(self, codes: torch.Tensor) -> torch.Tensor:
+        with self.timer("full-rate decode"):
+            return super().decode_full(codes)
+
+    def full_rate_error(self, x: torch.Tensor, x_full: torch.Tensor) -> torch.Tensor:
         with self.timer("router"):
-            error = position_error(x, x_full)[0].cpu()
-        return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(), error)
+            return super().full_rate_error(x, x_full)
 
     def reconstruct(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         with self.timer("decoder"):
