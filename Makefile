@@ -30,20 +30,28 @@ bench:
 
 # Retrains the shipped model in the paper's stages (configs/train-*.json; training clips not included, pass
 # DATA=folder): the base tokenizer at full rate, then the adaptive path with the Flex objective (base
-# frozen), then everything. Each stage has a training-time budget (`minutes` in its config) and starts
-# from the previous stage's EMA weights. WARM=1 starts the base stage from the shipped weights instead
-# of from scratch (continuing an earlier session's training).
+# frozen), then everything. Each stage starts from the previous stage's EMA weights; `minutes` in a config
+# is a training-time budget for its cosine schedule. WARM=1 continues the shipped weights instead: a base
+# stage with a fixed step count (configs/train-base-warm.json), then the full stage (the shipped weights
+# already carry a trained adaptive path, so the frozen-base adaptive stage is skipped).
 DATA ?= ../shared/data/train
 MODEL_OUT ?= infotok_cli/weights/infotok-m.safetensors
 WARM ?=
-INIT_BASE = $(if $(WARM),--init-from $(MODEL_OUT),)
+ifeq ($(WARM),)
 train:
-	$(BIN)/infotok train $(DATA) --config configs/train-base.json --steps 100000 $(INIT_BASE) \
+	$(BIN)/infotok train $(DATA) --config configs/train-base.json --steps 100000 \
 		--out runs/base/base.safetensors --run-dir runs/base --force
 	$(BIN)/infotok train $(DATA) --config configs/train-adaptive.json --steps 100000 \
 		--init-from runs/base/base.safetensors --out runs/adaptive/adaptive.safetensors --run-dir runs/adaptive --force
 	$(BIN)/infotok train $(DATA) --config configs/train-full.json --steps 100000 \
 		--init-from runs/adaptive/adaptive.safetensors --out $(MODEL_OUT) --run-dir runs/full --force
+else
+train:
+	$(BIN)/infotok train $(DATA) --config configs/train-base-warm.json --init-from $(MODEL_OUT) \
+		--out runs/base-warm/base.safetensors --run-dir runs/base-warm --force
+	$(BIN)/infotok train $(DATA) --config configs/train-full.json --steps 100000 \
+		--init-from runs/base-warm/base.safetensors --out $(MODEL_OUT) --run-dir runs/full --force
+endif
 
 # Coverage-guided fuzzing of the .itok reader (scripts/fuzz_itok.py; not part of `make test`). atheris is
 # installed by this target only. Stops at the first crash, hang (-timeout, seconds) or memory blow-up and

@@ -121,6 +121,8 @@ def machine() -> dict:
         "PyAV": av.__version__,
         "infotok": __version__,
     }
+    if hasattr(os, "getloadavg"):  # other work on the machine slows every timing below
+        info["load average at start (1/5/15 min)"] = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     if torch.cuda.is_available():
         info["GPU"] = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
     return info
