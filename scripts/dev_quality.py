@@ -159,8 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.speed:
         result["speed"] = measure_speed(tok, clips[0])
     if args.record:
-        record(tok.loaded.path.stem, tok.loaded.sha256, result,
-               f"python scripts/dev_quality.py --model {tok.loaded.path.stem} --speed --record")
+        # the command that reproduces this record: the options that shaped it, never a local path
+        options = [f"--{name.replace('_', '-')} {value}" for name, value in
+                   (("frames", args.frames), ("size", args.size), ("max_val_clips", args.max_val_clips))
+                   if value != ap.get_default(name)]
+        command = " ".join(["python scripts/dev_quality.py --model", tok.loaded.path.stem, *options,
+                            *(["--speed"] if args.speed else []), "--record"])
+        record(tok.loaded.path.stem, tok.loaded.sha256, result, command)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     print(markdown(result))
