@@ -10,7 +10,8 @@ Between stages, `init_from` loads the previous stage's weights with a fresh opti
 
 One Flex step: encode a batch of random clips, decode all tokens without gradients to get the router's
 per-position error, draw a keep rate per clip from {1, 0.75, 0.5, 0.25}, keep the positions with the
-largest error, decode the kept tokens with gradients, and minimise L1 + w x (1 - SSIM).
+largest error, decode the kept tokens with gradients, and minimise L1 + w x (1 - SSIM), optionally
++ w' x ST-LPIPS on a few frames per clip (`lpips_weight`; the paper trains with 0.1 x LPIPS).
 
 Runs on one process, or on many with torch.distributed (DDP; launch with torchrun; gloo on CPU,
 nccl on GPU). Checkpoints are safetensors files (no pickle) in the run directory; `resume=True` continues
@@ -63,7 +64,7 @@ class TrainConfig:
     clip_frames: int = 9  # 1 + 4k
     crops: tuple[tuple[int, int], ...] = ((64, 64), (48, 96), (96, 48), (80, 80))  # (H, W), several aspects
     downscale_prob: float = 0.25  # sometimes halve a clip first, to see zoomed-out content too
-    rates: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    rates: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)  # keep rates drawn per clip; repeat one to draw it more
     lr: float = 1e-3
     min_lr: float = 2e-5
     warmup: int = 300
@@ -71,6 +72,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     ema_decay: float = 0.999
     ssim_weight: float = 0.2
+    lpips_weight: float = 0.0  # if > 0: + this x ST-LPIPS (AlexNet, shipped weights) of sampled frames
+    lpips_frames: int = 4  # frames per clip that the ST-LPIPS term sees (the trunk is the costly part)
     code_range_weight: float = 0.1  # FSQ range penalty (model.FSQ.range_penalty): keeps every digit alive
     grad_clip: float = 1.0
     val_fraction: float = 0.1
@@ -113,6 +116,9 @@ def config_from_dict(d: dict) -> TrainConfig:
         raise ValueError(f"clip_frames must be 1 + 4k, got {cfg.clip_frames}")
     if not cfg.crops or any(h < 8 or w < 8 or h % 8 or w % 8 for h, w in cfg.crops):
         raise ValueError(f"crops must be (height, width) multiples of 8, got {cfg.crops}")
+    if cfg.lpips_weight < 0 or cfg.lpips_frames < 1:
+        raise ValueError(f"lpips_weight must be >= 0 and lpips_frames >= 1, got {cfg.lpips_weight}, "
+                         f"{cfg.lpips_frames}")
     if not (cfg.lr > 0 and cfg.steps >= 1 and cfg.batch >= 1):
         raise ValueError(f"lr, steps and batch must be positive, got {cfg.lr}, {cfg.steps}, {cfg.batch}")
     return cfg
@@ -220,6 +226,15 @@ class FlexObjective(nn.Module):
             # gradient). Without it DDP fails on the next step, as one parameter got no gradient.
             keep = torch.ones(codes.shape[:-1], dtype=torch.bool, device=codes.device)
         return self.model.decode(codes, keep), penalty
+
+
+def lpips_term(lpips: nn.Module, y: torch.Tensor, x: torch.Tensor, frames: int, rng: random.Random
+               ) -> torch.Tensor:
+    """Mean ST-LPIPS between y and x ([B,3,T,H,W] in [-1, 1]) over `frames` frames drawn per step, the
+    same for every clip. Frames are a sample because the trunk runs at full resolution."""
+    picked = sorted(rng.sample(range(x.shape[2]), min(frames, x.shape[2])))
+    pick = lambda v: v[:, :, picked].permute(0, 2, 1, 3, 4).flatten(0, 1)  # noqa: E731
+    return lpips(pick(y), pick(x)).mean()
 
 
 def schedule_progress(step: int, seconds: float, cfg: TrainConfig) -> float:
@@ -394,12 +409,18 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
         step, history = load_checkpoint(ckpt, model, ema, opt)
         log(f"resumed from {ckpt} at step {step}")
     objective: nn.Module = FlexObjective(model)
+    lpips = None
+    if cfg.lpips_weight > 0:
+        from .perceptual import load_stlpips  # the metric's module; only loaded when the term is on
+
+        lpips = load_stlpips("alex", device)  # frozen
     if distributed:
         objective = nn.parallel.DistributedDataParallel(objective)
     log(f"model {model.cfg.name}: {count_parameters(model) / 1e6:.2f}M parameters, stage {cfg.stage} trains "
         f"{sum(p.numel() for p in trained) / 1e6:.2f}M; {world} process(es)")
 
     rate_rng = random.Random(cfg.seed * 7919 + rank + step)
+    frame_rng = random.Random(cfg.seed * 104729 + rank + step)  # the ST-LPIPS term's frames
     sampler.rng.seed(cfg.seed * 1000 + rank + 7 * step)
     log_file = open(run_dir / "log.txt", "a") if is_main else None
     show = sys.stdout.isatty() if progress is None else progress
@@ -433,6 +454,10 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
             loss = (y - x).abs().mean() + cfg.code_range_weight * penalty
             if cfg.ssim_weight:
                 loss = loss + cfg.ssim_weight * ssim_loss(frames_y, frames_x)
+            if lpips is not None:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    perceptual = lpips_term(lpips, y, x, cfg.lpips_frames, frame_rng)
+                loss = loss + cfg.lpips_weight * perceptual.float()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from infotok_cli import train
 from infotok_cli.weights import load_model
@@ -36,7 +38,8 @@ def tiny_config(tmp_path: Path, clips: list[Path], **kwargs) -> train.TrainConfi
 def test_config_from_dict_validates() -> None:
     cfg = train.config_from_dict({"crops": [[16, 32]], "rates": [1, 0.5], "model": TINY})
     assert cfg.crops == ((16, 32),) and cfg.rates == (1.0, 0.5)
-    for bad in ({"nope": 1}, {"crops": [[15, 16]]}, {"clip_frames": 6}, {"crops": "16x16"}, {"lr": 0}):
+    for bad in ({"nope": 1}, {"crops": [[15, 16]]}, {"clip_frames": 6}, {"crops": "16x16"}, {"lr": 0},
+                {"lpips_weight": -0.1}, {"lpips_frames": 0}):
         with pytest.raises(ValueError):
             train.config_from_dict(bad)
 
@@ -124,3 +127,26 @@ def test_time_budget_ends_the_run(tmp_path: Path, clips: list[Path]) -> None:
 def test_unknown_stage_is_rejected() -> None:
     with pytest.raises(ValueError, match="stage"):
         train.config_from_dict({"stage": "everything"})
+
+
+def test_lpips_term_is_a_differentiable_distance_over_sampled_frames() -> None:
+    from infotok_cli.perceptual import load_stlpips
+
+    lpips = load_stlpips("alex")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 5, 32, 32, generator=gen) * 2 - 1
+    rng = random.Random(0)
+    assert train.lpips_term(lpips, x, x, 3, rng).item() == pytest.approx(0, abs=1e-6)
+    y = (x + 0.3 * torch.randn(x.shape, generator=gen)).clamp(-1, 1).requires_grad_(True)
+    value = train.lpips_term(lpips, y, x, 3, rng)
+    value.backward()
+    assert value.item() > 0.01
+    touched = (y.grad.abs().sum(dim=(0, 1, 3, 4)) > 0).tolist()
+    assert sum(touched) == 3  # only the three sampled frames carry a gradient
+    assert train.lpips_term(lpips, y, x, 99, rng).item() > 0  # more frames asked than exist: all of them
+
+
+def test_train_with_lpips_term(tmp_path: Path, clips: list[Path]) -> None:
+    cfg = tiny_config(tmp_path, clips, crops=[[24, 24]], lpips_weight=0.1, lpips_frames=2, steps=2)
+    summary = train.run(cfg, progress=False, echo=lambda _m: None)
+    assert summary["steps"] == 2 and load_model(cfg.out).metadata["training"]["steps"] == 2
