@@ -351,6 +351,21 @@ class FSQ(nn.Module):
         mean = u.reshape(-1, u.shape[-1]).mean(0)
         return mean.pow(2).mean() + F.relu(u.abs() - 2).pow(2).mean()
 
+    def usage_penalty(self, z: torch.Tensor, temperature: float = 0.25) -> torch.Tensor:
+        """1 - (entropy of each digit's level distribution over the batch) / log L, averaged over digits:
+        0 when every level of every digit is used equally often. Levels are soft-assigned
+        (softmax of -squared distance / temperature) so the gradient reaches values that round to an
+        over-used level; the digit entropy the codebook targets are stated in is this, measured hard."""
+        bounded = self.bound(z.float()).reshape(-1, z.shape[-1])
+        total = bounded.new_zeros(())
+        for i, n in enumerate(self.levels.long().tolist()):
+            centres = torch.arange(n, device=z.device, dtype=bounded.dtype) - n // 2
+            weights = torch.softmax(-(bounded[:, i, None] - centres).pow(2) / temperature, dim=-1)
+            marginal = weights.mean(0)
+            entropy = -(marginal * marginal.clamp_min(1e-12).log()).sum()
+            total = total + 1 - entropy / math.log(n)
+        return total / len(self.levels)
+
     def _shift(self) -> torch.Tensor:
         half = (self.levels - 1) * (1 + 1e-3) / 2
         return torch.atanh(torch.where(self.levels % 2 == 0, 0.5, 0.0) / half)

@@ -12,6 +12,8 @@ One Flex step: encode a batch of random clips, decode all tokens without gradien
 per-position error, draw a keep rate per clip from {1, 0.75, 0.5, 0.25}, keep the positions with the
 largest error, decode the kept tokens with gradients, and minimise L1 + w x (1 - SSIM), optionally
 + w' x ST-LPIPS on a few frames per clip (`lpips_weight`; the paper trains with 0.1 x LPIPS).
+Two FSQ terms keep the codebook in use: the range penalty (`code_range_weight`) and, optionally, a
+usage penalty that spreads each digit's levels over the batch (`code_usage_weight`).
 
 Runs on one process, or on many with torch.distributed (DDP; launch with torchrun; gloo on CPU,
 nccl on GPU). Checkpoints are safetensors files (no pickle) in the run directory; `resume=True` continues
@@ -75,6 +77,7 @@ class TrainConfig:
     lpips_weight: float = 0.0  # if > 0: + this x ST-LPIPS (AlexNet, shipped weights) of sampled frames
     lpips_frames: int = 4  # frames per clip that the ST-LPIPS term sees (the trunk is the costly part)
     code_range_weight: float = 0.1  # FSQ range penalty (model.FSQ.range_penalty): keeps every digit alive
+    code_usage_weight: float = 0.0  # FSQ usage penalty (model.FSQ.usage_penalty): spreads each digit's levels
     grad_clip: float = 1.0
     val_fraction: float = 0.1
     max_frames_per_video: int = 300
@@ -116,6 +119,8 @@ def config_from_dict(d: dict) -> TrainConfig:
         raise ValueError(f"clip_frames must be 1 + 4k, got {cfg.clip_frames}")
     if not cfg.crops or any(h < 8 or w < 8 or h % 8 or w % 8 for h, w in cfg.crops):
         raise ValueError(f"crops must be (height, width) multiples of 8, got {cfg.crops}")
+    if cfg.code_usage_weight < 0:
+        raise ValueError(f"code_usage_weight must be >= 0, got {cfg.code_usage_weight}")
     if cfg.lpips_weight < 0 or cfg.lpips_frames < 1:
         raise ValueError(f"lpips_weight must be >= 0 and lpips_frames >= 1, got {cfg.lpips_weight}, "
                          f"{cfg.lpips_frames}")
@@ -206,15 +211,18 @@ class ClipSampler:
 class FlexObjective(nn.Module):
     """Wraps the model so that DDP sees one forward: router pass without gradients, masked decode."""
 
-    def __init__(self, model: InfoTok):
+    def __init__(self, model: InfoTok, range_weight: float = 0.0, usage_weight: float = 0.0):
         super().__init__()
         self.model = model
+        self.range_weight, self.usage_weight = range_weight, usage_weight
 
     def forward(self, x: torch.Tensor, rates: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (reconstruction, FSQ range penalty)."""
+        """-> (reconstruction, weighted FSQ penalties)."""
         pre = self.model.pre_codes(x)
         codes, _ = self.model.quantizer(pre)
-        penalty = self.model.quantizer.range_penalty(pre)
+        penalty = self.range_weight * self.model.quantizer.range_penalty(pre)
+        if self.usage_weight:
+            penalty = penalty + self.usage_weight * self.model.quantizer.usage_penalty(pre)
         if not self.model.adaptive:  # base stage: full rate, no router pass
             return self.model.decode(codes), penalty
         if any(r < 1 for r in rates):
@@ -408,7 +416,7 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
     if cfg.resume and ckpt.exists():
         step, history = load_checkpoint(ckpt, model, ema, opt)
         log(f"resumed from {ckpt} at step {step}")
-    objective: nn.Module = FlexObjective(model)
+    objective: nn.Module = FlexObjective(model, cfg.code_range_weight, cfg.code_usage_weight)
     lpips = None
     if cfg.lpips_weight > 0:
         from .perceptual import load_stlpips  # the metric's module; only loaded when the term is on
@@ -451,7 +459,7 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
             y = y.float()
             frames_y = y.permute(0, 2, 1, 3, 4).flatten(0, 1)
             frames_x = x.permute(0, 2, 1, 3, 4).flatten(0, 1)
-            loss = (y - x).abs().mean() + cfg.code_range_weight * penalty
+            loss = (y - x).abs().mean() + penalty
             if cfg.ssim_weight:
                 loss = loss + cfg.ssim_weight * ssim_loss(frames_y, frames_x)
             if lpips is not None:

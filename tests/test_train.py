@@ -39,7 +39,7 @@ def test_config_from_dict_validates() -> None:
     cfg = train.config_from_dict({"crops": [[16, 32]], "rates": [1, 0.5], "model": TINY})
     assert cfg.crops == ((16, 32),) and cfg.rates == (1.0, 0.5)
     for bad in ({"nope": 1}, {"crops": [[15, 16]]}, {"clip_frames": 6}, {"crops": "16x16"}, {"lr": 0},
-                {"lpips_weight": -0.1}, {"lpips_frames": 0}):
+                {"lpips_weight": -0.1}, {"lpips_frames": 0}, {"code_usage_weight": -1}):
         with pytest.raises(ValueError):
             train.config_from_dict(bad)
 
@@ -146,7 +146,8 @@ def test_lpips_term_is_a_differentiable_distance_over_sampled_frames() -> None:
     assert train.lpips_term(lpips, y, x, 99, rng).item() > 0  # more frames asked than exist: all of them
 
 
-def test_train_with_lpips_term(tmp_path: Path, clips: list[Path]) -> None:
-    cfg = tiny_config(tmp_path, clips, crops=[[24, 24]], lpips_weight=0.1, lpips_frames=2, steps=2)
+def test_train_with_lpips_and_code_usage_terms(tmp_path: Path, clips: list[Path]) -> None:
+    cfg = tiny_config(tmp_path, clips, crops=[[24, 24]], lpips_weight=0.1, lpips_frames=2, code_usage_weight=0.05,
+                      steps=2)
     summary = train.run(cfg, progress=False, echo=lambda _m: None)
     assert summary["steps"] == 2 and load_model(cfg.out).metadata["training"]["steps"] == 2
