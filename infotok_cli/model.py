@@ -465,6 +465,31 @@ class InfoTok(nn.Module):
         return self.decode(self.quantizer.indices_to_codes(indices), keep)
 
 
+def deepen(model: InfoTok, cfg: ModelConfig) -> InfoTok:
+    """A copy of `model` with the deeper compressor and/or decompressor of `cfg` that computes the same
+    function: the new blocks come after the old ones (before the final norm) with their attention and
+    MLP output projections at zero, so each starts as the identity. Lets training add depth to the
+    adaptive path and continue from trained weights. Any other difference raises ValueError."""
+    old = model.cfg
+    depth_only = ModelConfig.from_dict({**old.to_dict(), "compressor_layers": cfg.compressor_layers,
+                                        "decompressor_layers": cfg.decompressor_layers})
+    if (depth_only != cfg or cfg.compressor_layers < old.compressor_layers
+            or cfg.decompressor_layers < old.decompressor_layers):
+        raise ValueError("only compressor_layers and decompressor_layers may differ from the starting "
+                         "weights' config, and only upwards")
+    grown = InfoTok(cfg).to(next(model.parameters()).device)
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(".blocks." in k for k in missing), (missing, unexpected)
+    for transformer, kept in ((grown.compressor, old.compressor_layers),
+                              (grown.decompressor, old.decompressor_layers)):
+        for block in transformer.blocks[kept:]:
+            for out in (block.attn.proj, block.mlp.fc_out):
+                nn.init.zeros_(out.weight)
+                nn.init.zeros_(out.bias)
+    grown.adaptive = model.adaptive
+    return grown
+
+
 def zero_linear(fan_in: int, fan_out: int) -> nn.Linear:
     """A linear layer that starts at zero: a new residual branch begins as the identity."""
     layer = nn.Linear(fan_in, fan_out)

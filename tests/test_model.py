@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from infotok_cli.model import FSQ, InfoTok, ModelConfig
+from infotok_cli.model import FSQ, InfoTok, ModelConfig, deepen
 
 LEVELS = (8, 8, 8, 5, 5, 5)
 
@@ -50,12 +50,35 @@ def test_fsq_range_penalty_zero_inside_the_centred_range() -> None:
     assert fsq.range_penalty(centred + 4).item() > 1
 
 
+TINY = ModelConfig(channels_quarter=8, channels_eighth=8, latent_dim=16, width=16, heads=2, compressor_layers=1,
+                   decompressor_layers=1)
+
+
 def test_model_token_geometry() -> None:
-    model = InfoTok(ModelConfig(channels_quarter=8, channels_eighth=8, latent_dim=16, width=16, heads=2,
-                                compressor_layers=1, decompressor_layers=1)).eval()
+    model = InfoTok(TINY).eval()
     x = torch.rand(1, 3, 9, 32, 48) * 2 - 1
     with torch.no_grad():
         codes, indices = model.encode(x)
         y = model.decode(codes)
     assert indices.shape == (1, 3, 4, 6)  # 1 + (9 - 1) / 4 latent frames, 32/8 x 48/8 positions
     assert y.shape == x.shape
+
+
+def test_deepen_adds_identity_blocks_and_rejects_other_changes() -> None:
+    torch.manual_seed(0)
+    model = InfoTok(TINY).eval()
+    for p in model.parameters():  # as if trained: the zero-initialised branches are non-zero
+        p.data.add_(torch.randn_like(p) * 0.05)
+    wanted = ModelConfig.from_dict({**TINY.to_dict(), "decompressor_layers": 3})
+    grown = deepen(model, wanted).eval()
+    assert len(grown.decompressor.blocks) == 3 and grown.cfg == wanted
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        codes, indices = model.encode(x)
+        keep = torch.rand(indices.shape) < 0.5
+        codes2, indices2 = grown.encode(x)
+        assert torch.equal(indices, indices2)
+        assert torch.allclose(grown.decode(codes2, keep), model.decode(codes, keep), atol=1e-6)
+    for bad in ({"decompressor_layers": 0}, {"width": 32}):
+        with pytest.raises(ValueError, match="only compressor_layers"):
+            deepen(model, ModelConfig.from_dict({**TINY.to_dict(), **bad}))
