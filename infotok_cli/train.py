@@ -10,8 +10,9 @@ Between stages, `init_from` loads the previous stage's weights with a fresh opti
 
 One Flex step: encode a batch of random clips, decode all tokens without gradients to get the router's
 per-position error, draw a keep rate per clip from `rates` (default {1, 0.75, 0.5, 0.25}), keep the
-positions with the largest error, decode the kept tokens with gradients, and minimise L1 + w x (1 - SSIM), optionally
-+ w' x ST-LPIPS on a few frames per clip (`lpips_weight`; the paper trains with 0.1 x LPIPS).
+positions with the largest error, decode the kept tokens with gradients, and minimise
+L1 + w x (1 - SSIM), optionally + w' x ST-LPIPS on a few frames per clip (`lpips_weight`; the paper
+trains with 0.1 x LPIPS).
 Two FSQ terms keep the codebook in use: the range penalty (`code_range_weight`) and, optionally, a
 usage penalty that spreads each digit's levels over the batch (`code_usage_weight`).
 
