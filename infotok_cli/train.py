@@ -237,13 +237,17 @@ class FlexObjective(nn.Module):
         return self.model.decode(codes, keep), penalty
 
 
+def as_frames(clips: torch.Tensor) -> torch.Tensor:
+    """Clips [B,3,T,H,W] -> their frames [B*T,3,H,W] (what the image losses take)."""
+    return clips.permute(0, 2, 1, 3, 4).flatten(0, 1)
+
+
 def lpips_term(lpips: nn.Module, y: torch.Tensor, x: torch.Tensor, frames: int, rng: random.Random
                ) -> torch.Tensor:
     """Mean ST-LPIPS between y and x ([B,3,T,H,W] in [-1, 1]) over `frames` frames drawn per step, the
     same for every clip. Frames are a sample because the trunk runs at full resolution."""
     picked = sorted(rng.sample(range(x.shape[2]), min(frames, x.shape[2])))
-    pick = lambda v: v[:, :, picked].permute(0, 2, 1, 3, 4).flatten(0, 1)  # noqa: E731
-    return lpips(pick(y), pick(x)).mean()
+    return lpips(as_frames(y[:, :, picked]), as_frames(x[:, :, picked])).mean()
 
 
 def schedule_progress(step: int, seconds: float, cfg: TrainConfig) -> float:
@@ -461,8 +465,7 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 y, penalty = objective(x, rates)
             y = y.float()
-            frames_y = y.permute(0, 2, 1, 3, 4).flatten(0, 1)
-            frames_x = x.permute(0, 2, 1, 3, 4).flatten(0, 1)
+            frames_y, frames_x = as_frames(y), as_frames(x)
             loss = (y - x).abs().mean() + penalty
             if cfg.ssim_weight:
                 loss = loss + cfg.ssim_weight * ssim_loss(frames_y, frames_x)
