@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from .model import InfoTok, ModelConfig
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL = "infotok-s"
+DEFAULT_MODEL = "infotok-m"
 WEIGHTS_FORMAT = "infotok-weights/1"
 
 

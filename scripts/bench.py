@@ -711,7 +711,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="docs/BENCHMARKS.md", help="Markdown report to write (plots go beside it).")
-    ap.add_argument("--model", default=None, help="Shipped model name or .safetensors path [default: infotok-s].")
+    ap.add_argument("--model", default=None, help="Shipped model name or .safetensors path [default: infotok-m].")
     ap.add_argument("--data", default="../shared/data/train", help="Folder holding the validation clips.")
     ap.add_argument("--samples", default="samples", help="Folder of the sample videos (*.mp4).")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="Device for RD and memory.")
