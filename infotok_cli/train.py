@@ -540,8 +540,3 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
         dist.destroy_process_group()
     return summary
 
-
-if __name__ == "__main__":  # `python -m infotok_cli.train ARGS` is `infotok train ARGS` (see the Makefile)
-    from .cli import main
-
-    main(["train", *sys.argv[1:]])
