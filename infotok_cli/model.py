@@ -58,6 +58,13 @@ class ModelConfig:
     compressor_layers: int = 2
     decompressor_layers: int = 2
     attn_window: int = 8  # spatial attention window in latent positions
+    # True: a token attends to its own and earlier latent frames only. False: to every latent frame of its
+    # window; a window is encoded and decoded whole, so later frames can help fill a dropped position.
+    causal_attention: bool = True
+    # Residual blocks of the decoder's 2-D stages; None: as many as the encoder's (the decoder may be
+    # deeper: reconstruction is the harder direction, and decoding runs once per window in `compress`).
+    decoder_blocks_quarter: int | None = None
+    decoder_blocks_eighth: int | None = None
     max_latent_frames: int = 64  # size of the learned temporal embedding table
     frame_chunk: int = 8  # latent frames per chunk in the per-frame 2-D stages (bounds memory)
     # "residual": adaptive branches around the base tokenizer (trainable in stages). "serial": the
@@ -178,6 +185,13 @@ class Encoder(nn.Module):
         return self.temporal(z)
 
 
+def decoder_blocks(cfg: ModelConfig) -> tuple[int, int]:
+    """(blocks at 1/4 resolution, blocks at 1/8) of the decoder."""
+    quarter = cfg.blocks_quarter if cfg.decoder_blocks_quarter is None else cfg.decoder_blocks_quarter
+    eighth = cfg.blocks_eighth if cfg.decoder_blocks_eighth is None else cfg.decoder_blocks_eighth
+    return quarter, eighth
+
+
 class Decoder(nn.Module):
     """latents [B,D,t,h,w] -> frames [B,3,T,8h,8w] with T = 1 + 4(t-1)."""
 
@@ -186,11 +200,12 @@ class Decoder(nn.Module):
         c4, c8 = cfg.channels_quarter, cfg.channels_eighth
         self.frame_chunk = cfg.frame_chunk
         self.c8 = c8
+        blocks_quarter, blocks_eighth = decoder_blocks(cfg)
         self.temporal = nn.Sequential(*[ResBlock3dCausal(cfg.latent_dim) for _ in range(cfg.temporal_blocks)])
         self.unfold_time = nn.Conv2d(cfg.latent_dim, TEMPORAL_STRIDE * c8, 1)
-        self.eighth = nn.Sequential(*[ResBlock2d(c8) for _ in range(cfg.blocks_eighth)])
+        self.eighth = nn.Sequential(*[ResBlock2d(c8) for _ in range(blocks_eighth)])
         self.up = nn.Conv2d(c8, 4 * c4, 1)
-        self.quarter = nn.Sequential(*[ResBlock2d(c4) for _ in range(cfg.blocks_quarter)])
+        self.quarter = nn.Sequential(*[ResBlock2d(c4) for _ in range(blocks_quarter)])
         self.head = nn.Conv2d(c4, 3 * 16, 3, padding=1)
 
     def per_frame(self, f: torch.Tensor) -> torch.Tensor:
@@ -289,6 +304,7 @@ class TokenTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig, layers: int):
         super().__init__()
         self.win = cfg.attn_window
+        self.causal = cfg.causal_attention
         self.time_embed = nn.Parameter(torch.zeros(cfg.max_latent_frames, cfg.width))
         self.space_embed = nn.Parameter(torch.zeros(cfg.attn_window * cfg.attn_window, cfg.width))
         nn.init.normal_(self.time_embed, std=0.02)
@@ -297,10 +313,13 @@ class TokenTransformer(nn.Module):
         self.norm = RMSNorm(cfg.width)
 
     def attention_mask(self, t: int, h: int, w: int, hp: int, wp: int, batch: int, device) -> torch.Tensor:
-        """Boolean mask [batch*windows, 1, L, L]: block-causal in time, padded keys hidden."""
+        """Boolean mask [batch*windows, 1, L, L]: block-causal in time (unless the model attends both
+        ways in time), padded keys hidden."""
         win, area = self.win, self.win * self.win
         frame = torch.arange(t, device=device).repeat_interleave(area)
         causal = frame[None, :] <= frame[:, None]  # [L, L]
+        if not self.causal:
+            causal = torch.ones_like(causal)
         valid = torch.zeros(hp, wp, dtype=torch.bool, device=device)
         valid[:h, :w] = True
         valid = valid.view(hp // win, win, wp // win, win).permute(0, 2, 1, 3).reshape(-1, area)
@@ -465,27 +484,46 @@ class InfoTok(nn.Module):
         return self.decode(self.quantizer.indices_to_codes(indices), keep)
 
 
-def deepen(model: InfoTok, cfg: ModelConfig) -> InfoTok:
-    """A copy of `model` with the deeper compressor and/or decompressor of `cfg` that computes the same
-    function: the new blocks come after the old ones (before the final norm) with their attention and
-    MLP output projections at zero, so each starts as the identity. Lets training add depth to the
-    adaptive path and continue from trained weights. Any other difference raises ValueError."""
+# What `grow` may change in a trained model's config, and only upwards (depths) or from True to False.
+GROWABLE_DEPTHS = ("compressor_layers", "decompressor_layers", "decoder_blocks_quarter", "decoder_blocks_eighth")
+
+
+def grow(model: InfoTok, cfg: ModelConfig) -> InfoTok:
+    """A copy of `model` with the larger config `cfg`, so training can add capacity and continue from
+    trained weights. Deeper compressor / decompressor: the new transformer blocks come after the old ones
+    (before the final norm) with their attention and MLP output projections at zero. Deeper decoder 2-D
+    stages: the new residual blocks come after the old ones with their second convolution at zero. Both
+    start as the identity, so the grown model computes the same function. `causal_attention` may go from
+    True to False (the weights carry over; the function changes, and fine-tuning adapts to it). Any
+    other difference, or a smaller depth, raises ValueError."""
     old = model.cfg
-    depth_only = ModelConfig.from_dict({**old.to_dict(), "compressor_layers": cfg.compressor_layers,
-                                        "decompressor_layers": cfg.decompressor_layers})
-    if (depth_only != cfg or cfg.compressor_layers < old.compressor_layers
-            or cfg.decompressor_layers < old.decompressor_layers):
-        raise ValueError("only compressor_layers and decompressor_layers may differ from the starting "
-                         "weights' config, and only upwards")
+    old_quarter, old_eighth = decoder_blocks(old)
+    new_quarter, new_eighth = decoder_blocks(cfg)
+    resolved_old = ModelConfig.from_dict({**old.to_dict(), "decoder_blocks_quarter": old_quarter,
+                                          "decoder_blocks_eighth": old_eighth})
+    resolved_new = ModelConfig.from_dict({**cfg.to_dict(), "decoder_blocks_quarter": new_quarter,
+                                          "decoder_blocks_eighth": new_eighth})
+    same_otherwise = ModelConfig.from_dict({**resolved_old.to_dict(), "causal_attention": cfg.causal_attention,
+                                            **{k: getattr(resolved_new, k) for k in GROWABLE_DEPTHS}})
+    shrinks = any(getattr(resolved_new, k) < getattr(resolved_old, k) for k in GROWABLE_DEPTHS)
+    if same_otherwise != resolved_new or shrinks or (cfg.causal_attention and not old.causal_attention):
+        raise ValueError("only the depths of the compressor, decompressor and decoder stages may differ from "
+                         "the starting weights' config (and only upwards), and causal attention may be "
+                         "switched off")
     grown = InfoTok(cfg).to(next(model.parameters()).device)
     missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and all(".blocks." in k for k in missing), (missing, unexpected)
+    assert not unexpected and all(".blocks." in k or ".quarter." in k or ".eighth." in k for k in missing), (
+        missing, unexpected)
     for transformer, kept in ((grown.compressor, old.compressor_layers),
                               (grown.decompressor, old.decompressor_layers)):
         for block in transformer.blocks[kept:]:
             for out in (block.attn.proj, block.mlp.fc_out):
                 nn.init.zeros_(out.weight)
                 nn.init.zeros_(out.bias)
+    for stage, kept in ((grown.decoder.quarter, old_quarter), (grown.decoder.eighth, old_eighth)):
+        for block in stage[kept:]:
+            nn.init.zeros_(block.conv2.weight)
+            nn.init.zeros_(block.conv2.bias)
     grown.adaptive = model.adaptive
     return grown
 

@@ -47,7 +47,7 @@ from torch import nn
 
 from .codebook import token_entropy
 from .metrics import ssim_loss
-from .model import InfoTok, ModelConfig, count_parameters, deepen
+from .model import InfoTok, ModelConfig, count_parameters, grow
 from .router import position_error, tokens_for_rate, top_k_mask
 from .video_io import iter_frames
 from .weights import load_model, save_weights, sha256_file
@@ -402,10 +402,11 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
         start = load_model(cfg.init_from)
         model = start.model.to(device).train()
         wanted = ModelConfig.from_dict({**model.cfg.to_dict(), **cfg.model})
-        if wanted != model.cfg:  # only a deeper adaptive path can continue from the weights
-            model = deepen(model, wanted).train()
-            log(f"deepened to {wanted.compressor_layers} compressor / {wanted.decompressor_layers} "
-                "decompressor blocks (new blocks start as the identity)")
+        if wanted != model.cfg:  # only a deeper model (or one attending both ways) continues from weights
+            before = model.cfg.to_dict()
+            model = grow(model, wanted).train()
+            changed = {k: v for k, v in wanted.to_dict().items() if v != before[k]}
+            log(f"grew the model: {changed} (new blocks start as the identity)")
         log(f"initialised from {cfg.init_from} (sha256 {start.sha256[:16]}...)")
     else:
         model = InfoTok(ModelConfig.from_dict(cfg.model)).to(device)

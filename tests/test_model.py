@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from infotok_cli.model import FSQ, InfoTok, ModelConfig, deepen
+from infotok_cli.model import FSQ, InfoTok, ModelConfig, grow
 
 LEVELS = (8, 8, 8, 5, 5, 5)
 
@@ -64,14 +64,17 @@ def test_model_token_geometry() -> None:
     assert y.shape == x.shape
 
 
-def test_deepen_adds_identity_blocks_and_rejects_other_changes() -> None:
+def test_grow_adds_identity_blocks_and_rejects_other_changes() -> None:
     torch.manual_seed(0)
     model = InfoTok(TINY).eval()
     for p in model.parameters():  # as if trained: the zero-initialised branches are non-zero
         p.data.add_(torch.randn_like(p) * 0.05)
-    wanted = ModelConfig.from_dict({**TINY.to_dict(), "decompressor_layers": 3})
-    grown = deepen(model, wanted).eval()
+    wanted = ModelConfig.from_dict({**TINY.to_dict(), "decompressor_layers": 3, "decoder_blocks_quarter": 2,
+                                    "decoder_blocks_eighth": TINY.blocks_eighth + 1})
+    grown = grow(model, wanted).eval()
     assert len(grown.decompressor.blocks) == 3 and grown.cfg == wanted
+    assert len(grown.decoder.quarter) == 2 and len(grown.decoder.eighth) == TINY.blocks_eighth + 1
+    assert len(grown.encoder.quarter) == TINY.blocks_quarter  # the encoder keeps its depth
     x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
     with torch.no_grad():
         codes, indices = model.encode(x)
@@ -79,6 +82,23 @@ def test_deepen_adds_identity_blocks_and_rejects_other_changes() -> None:
         codes2, indices2 = grown.encode(x)
         assert torch.equal(indices, indices2)
         assert torch.allclose(grown.decode(codes2, keep), model.decode(codes, keep), atol=1e-6)
-    for bad in ({"decompressor_layers": 0}, {"width": 32}):
-        with pytest.raises(ValueError, match="only compressor_layers"):
-            deepen(model, ModelConfig.from_dict({**TINY.to_dict(), **bad}))
+    for bad in ({"decompressor_layers": 0}, {"width": 32}, {"decoder_blocks_eighth": 0}):
+        with pytest.raises(ValueError, match="only the depths"):
+            grow(model, ModelConfig.from_dict({**TINY.to_dict(), **bad}))
+    bidirectional = grow(model, ModelConfig.from_dict({**TINY.to_dict(), "causal_attention": False}))
+    with pytest.raises(ValueError, match="only the depths"):  # and not back
+        grow(bidirectional, TINY)
+
+
+def test_causal_attention_hides_later_frames_and_bidirectional_does_not() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    later_changed = x.clone()
+    later_changed[:, :, 5:] = -later_changed[:, :, 5:]  # only the last latent frame differs
+    for causal in (True, False):
+        model = InfoTok(ModelConfig.from_dict({**TINY.to_dict(), "causal_attention": causal})).eval()
+        for p in model.parameters():
+            p.data.add_(torch.randn_like(p) * 0.05)
+        with torch.no_grad():
+            first, second = (model.pre_codes(v)[:, 0] for v in (x, later_changed))
+        assert torch.allclose(first, second, atol=1e-6) == causal

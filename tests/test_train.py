@@ -153,16 +153,18 @@ def test_train_with_lpips_and_code_usage_terms(tmp_path: Path, clips: list[Path]
     assert summary["steps"] == 2 and load_model(cfg.out).metadata["training"]["steps"] == 2
 
 
-def test_init_from_can_deepen_the_decompressor(tmp_path: Path, clips: list[Path]) -> None:
+def test_init_from_can_grow_the_model(tmp_path: Path, clips: list[Path]) -> None:
     first = tiny_config(tmp_path, clips, steps=1, run_dir=str(tmp_path / "run-a"), out=str(tmp_path / "a.safetensors"))
     train.run(first, progress=False, echo=lambda _m: None)
     messages: list[str] = []
-    deeper = tiny_config(tmp_path, clips, steps=1, init_from=first.out, model={**TINY, "decompressor_layers": 2},
+    deeper = tiny_config(tmp_path, clips, steps=1, init_from=first.out, model={**TINY, "decompressor_layers": 2,
+                                                                          "decoder_blocks_eighth": 3},
                          run_dir=str(tmp_path / "run-b"), out=str(tmp_path / "b.safetensors"))
     train.run(deeper, progress=False, echo=messages.append)
-    assert any("deepened" in m for m in messages), messages
-    assert load_model(deeper.out).config.decompressor_layers == 2
+    assert any("grew the model" in m for m in messages), messages
+    grown = load_model(deeper.out).config
+    assert grown.decompressor_layers == 2 and grown.decoder_blocks_eighth == 3
     wider = tiny_config(tmp_path, clips, steps=1, init_from=first.out, model={**TINY, "width": 32},
                         run_dir=str(tmp_path / "run-c"), out=str(tmp_path / "c.safetensors"))
-    with pytest.raises(ValueError, match="only compressor_layers"):
+    with pytest.raises(ValueError, match="only the depths"):
         train.run(wider, progress=False, echo=lambda _m: None)
