@@ -6,7 +6,9 @@
   Flex objective (below). Their zero-initialised output layers make the stage start at the base's
   quality.
 - `full` (also the default, `flex`): everything trains with the Flex objective (the final fine-tune).
-Between stages, `init_from` loads the previous stage's weights with a fresh optimiser.
+Between stages, `init_from` loads the previous stage's weights with a fresh optimiser; `model` overrides
+may grow them on the way in (deeper transformers or decoder stages, attention both ways in time:
+`model.grow`).
 
 One Flex step: encode a batch of random clips, decode all tokens without gradients to get the router's
 per-position error, draw a keep rate per clip from `rates` (default {1, 0.75, 0.5, 0.25}), keep the
