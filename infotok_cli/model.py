@@ -80,12 +80,29 @@ class ModelConfig:
             raise ValueError(f"unknown model layout {kwargs['layout']!r}")
         if "levels" in kwargs:
             kwargs["levels"] = tuple(int(v) for v in kwargs["levels"])
+        # A config can come from a weights file: bound every size before a model is allocated from it.
+        for key, (low, high) in CONFIG_BOUNDS.items():
+            value = kwargs.get(key)
+            if value is not None and (type(value) is not int or not low <= value <= high):
+                raise ValueError(f"model config {key}={value!r} is outside {low}..{high}")
+        if type(kwargs.get("causal_attention", True)) is not bool:
+            raise ValueError(f"model config causal_attention={kwargs['causal_attention']!r} is not a boolean")
         return cls(**kwargs)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["levels"] = list(self.levels)
         return d
+
+
+# Allowed ranges of the integer config fields (far beyond any model that runs on one machine).
+CONFIG_BOUNDS = {
+    "channels_quarter": (1, 4096), "channels_eighth": (1, 4096), "latent_dim": (1, 4096), "width": (1, 4096),
+    "heads": (1, 64), "attn_window": (1, 64), "max_latent_frames": (1, 4096), "frame_chunk": (1, 4096),
+    "blocks_quarter": (0, 64), "blocks_eighth": (0, 64), "temporal_blocks": (0, 64),
+    "compressor_layers": (0, 64), "decompressor_layers": (0, 64),
+    "decoder_blocks_quarter": (0, 64), "decoder_blocks_eighth": (0, 64),
+}
 
 
 # ----------------------------------------------------------------------------- geometry

@@ -102,3 +102,10 @@ def test_causal_attention_hides_later_frames_and_bidirectional_does_not() -> Non
         with torch.no_grad():
             first, second = (model.pre_codes(v)[:, 0] for v in (x, later_changed))
         assert torch.allclose(first, second, atol=1e-6) == causal
+
+
+@pytest.mark.parametrize("bad", [{"width": 10**9}, {"decoder_blocks_eighth": -1}, {"heads": 2.5},
+                                 {"causal_attention": "no"}])
+def test_config_from_dict_bounds_every_size(bad: dict) -> None:
+    with pytest.raises(ValueError, match="model config"):
+        ModelConfig.from_dict({**TINY.to_dict(), **bad})
