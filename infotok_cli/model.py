@@ -501,7 +501,7 @@ class InfoTok(nn.Module):
         return self.decode(self.quantizer.indices_to_codes(indices), keep)
 
 
-# What `grow` may change in a trained model's config, and only upwards (depths) or from True to False.
+# The depths `grow` may raise in a trained model's config.
 GROWABLE_DEPTHS = ("compressor_layers", "decompressor_layers", "decoder_blocks_quarter", "decoder_blocks_eighth")
 
 

