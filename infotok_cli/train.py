@@ -135,6 +135,13 @@ def config_from_dict(d: dict) -> TrainConfig:
 # ----------------------------------------------------------------------------- data
 
 
+def clips_per_step(cfg: TrainConfig, crop_h: int, crop_w: int) -> int:
+    """Clips in one step's batch for a crop shape: fixed, or as many as batch_pixels holds (at least 1)."""
+    if cfg.batch_pixels:
+        return max(1, cfg.batch_pixels // (crop_h * crop_w * cfg.clip_frames))
+    return cfg.batch
+
+
 def find_videos(paths: list[str]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
@@ -188,7 +195,7 @@ class ClipSampler:
         """A batch [B,3,T,H,W] in [-1, 1] with one crop shape for the whole batch."""
         cfg = self.cfg
         ch, cw = self.rng.choice(cfg.crops)
-        batch = max(1, cfg.batch_pixels // (ch * cw * cfg.clip_frames)) if cfg.batch_pixels else cfg.batch
+        batch = clips_per_step(cfg, ch, cw)
         clips = []
         for v in self.rng.choices(self.videos, weights=self.weights, k=batch):
             n, h, w, _ = v.shape
@@ -524,7 +531,8 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
             "steps": step,
             "train_seconds": round(history["train_seconds"], 1),
             "processes": world,
-            "clips_per_step": cfg.batch * world,
+            # per crop shape: with batch_pixels a larger crop takes fewer clips
+            "clips_per_step": {f"{h}x{w}": clips_per_step(cfg, h, w) * world for h, w in cfg.crops},
             "train_clips": [f.name for f in train_files],
             "val_clips": [f.name for f in val_files],
             "last_val": history["val"][-1] if history["val"] else {},

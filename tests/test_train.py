@@ -44,6 +44,15 @@ def test_config_from_dict_validates() -> None:
             train.config_from_dict(bad)
 
 
+def test_clips_per_step_follows_batch_pixels() -> None:
+    fixed = train.config_from_dict({"batch": 6, "clip_frames": 17})
+    assert train.clips_per_step(fixed, 128, 128) == 6
+    by_pixels = train.config_from_dict({"batch_pixels": 2 * 17 * 128 * 128, "clip_frames": 17})
+    assert train.clips_per_step(by_pixels, 128, 128) == 2
+    assert train.clips_per_step(by_pixels, 64, 64) == 8
+    assert train.clips_per_step(by_pixels, 256, 256) == 1  # never zero, even when one clip is too big
+
+
 def test_train_writes_loadable_weights_and_resumes(tmp_path: Path, clips: list[Path]) -> None:
     messages: list[str] = []
     cfg = tiny_config(tmp_path, clips)
@@ -54,6 +63,7 @@ def test_train_writes_loadable_weights_and_resumes(tmp_path: Path, clips: list[P
     assert loaded.config.channels_eighth == 8 and loaded.config.width == 16
     assert loaded.metadata["training"]["steps"] == 3
     assert len(summary["train_clips"]) == 1 and len(summary["val_clips"]) == 1
+    assert summary["clips_per_step"] == {f"{h}x{w}": cfg.batch for h, w in cfg.crops}
     ckpt = Path(cfg.run_dir) / "checkpoint.safetensors"
     assert ckpt.is_file() and (Path(cfg.run_dir) / "log.txt").is_file()
 
