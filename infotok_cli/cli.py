@@ -432,6 +432,8 @@ ModelOpt = Annotated[str | None, typer.Option("--model", "-m", metavar="NAME|PAT
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+BatchJsonOpt = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON object on stdout (batch: one per line and input, with its status).")]
 WindowOpt = Annotated[int, typer.Option(help="Frames per coding window (1 + 4k).")]
 OverlapOpt = Annotated[int, typer.Option(help="Frames shared by consecutive windows.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary or notices.")]
@@ -464,8 +466,7 @@ def compress(
     skip_existing: SkipExistingOpt = False,
     shard: ShardOpt = None,
     force: ForceOpt = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (batch: one per "
-                                                          "line and input, with its status).")] = False,
+    json_out: BatchJsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Compress a video into an .itok token file (or many videos into a directory, loading the model once)."""
@@ -574,8 +575,7 @@ def decompress(
     skip_existing: SkipExistingOpt = False,
     shard: ShardOpt = None,
     force: ForceOpt = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (batch: one per "
-                                                          "line and input, with its status).")] = False,
+    json_out: BatchJsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Decode an .itok file back to a video with the source's size, frame count and timing (or many files
