@@ -27,6 +27,7 @@ BENCH_ARGS ?= --rd-frames 17 --max-val-clips 4 --rates 0.25,0.5,0.75
 
 bench:
 	$(BIN)/python scripts/bench.py --out docs/BENCHMARKS.md $(BENCH_ARGS)
+	$(BIN)/python scripts/readme_glance.py --bench docs/BENCHMARKS.md --readme README.md
 
 # Retrains the shipped model in the paper's stages (configs/train-*.json; training clips not included, pass
 # DATA=folder): the base tokenizer at full rate, then the adaptive path with the Flex objective (base
