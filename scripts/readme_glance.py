@@ -52,13 +52,14 @@ def tables(text: str) -> list[Table]:
     return found
 
 
+def section_tables(secs: dict[str, str], prefix: str) -> list[Table]:
+    """The tables of the first section whose heading starts with prefix ([] if there is none)."""
+    return next((tables(body) for title, body in secs.items() if title.startswith(prefix)), [])
+
+
 def first_table(secs: dict[str, str], prefix: str) -> Table:
-    for title, body in secs.items():
-        if title.startswith(prefix):
-            found = tables(body)
-            if found:
-                return found[0]
-    return []
+    found = section_tables(secs, prefix)
+    return found[0] if found else []
 
 
 def row(table: Table, **match: str) -> dict[str, str]:
@@ -81,16 +82,15 @@ def glance_rows(bench: str) -> list[tuple[str, str]]:
     speed = first_table(secs, "Speed")
     memory = first_table(secs, "Memory")
     control = first_table(secs, "Quality control")
-    entropy_tables = next((tables(b) for t, b in secs.items() if t.startswith("Entropy coding")), [])
+    entropy_tables = section_tables(secs, "Entropy coding")
 
-    rates = [r["rate"] for r in rd if r.get("method") == "elbo"]
-    psnr = [row(rd, method="fixed").get("PSNR", "-")] + [row(rd, method="elbo", rate=r)["PSNR"]
-                                                        for r in sorted(rates, key=float, reverse=True)]
-    keep_labels = " / ".join(["1.0", *sorted(rates, key=float, reverse=True)])
+    router_rows = sorted((r for r in rd if r.get("method") == "elbo"), key=lambda r: float(r["rate"]), reverse=True)
+    psnr = [row(rd, method="fixed").get("PSNR", "-"), *(r["PSNR"] for r in router_rows)]
+    keep_labels = " / ".join(["1.0", *(r["rate"] for r in router_rows)])
     rows = [(f"PSNR, dev set 256x256, keep {keep_labels}", " / ".join(psnr) + " dB")]
 
-    router, random_ = num(row(rd, method="elbo", rate="0.5").get("PSNR")), num(
-        row(rd, method="random", rate="0.5").get("PSNR"))
+    elbo = row(rd, method="elbo", rate="0.5")
+    router, random_ = num(elbo.get("PSNR")), num(row(rd, method="random", rate="0.5").get("PSNR"))
     rows.append(("ELBO router vs uniform random placement, keep 0.5",
                  f"{router - random_:+.2f} dB" if router is not None and random_ is not None else "-"))
 
@@ -99,7 +99,7 @@ def glance_rows(bench: str) -> list[tuple[str, str]]:
                  f"{search['keep']} of the tokens where the router keeps 0.5; {search['passes/window']} passes "
                  "per window instead of 2" if search else "-"))
 
-    x264, elbo = row(rd, method="x264", rate="0.5"), row(rd, method="elbo", rate="0.5")
+    x264 = row(rd, method="x264", rate="0.5")
     rows.append(("x264 at the router's file size, keep 0.5",
                  f"{x264['PSNR']} dB against {elbo['PSNR']} dB" if x264 and elbo else "-"))
 
@@ -113,16 +113,15 @@ def glance_rows(bench: str) -> list[tuple[str, str]]:
                  f"{num(big['compress peak RSS'].split()[0]):,.0f} MiB compress, "
                  f"{num(big['decompress peak RSS'].split()[0]):,.0f} MiB decompress" if big else "-"))
 
-    if entropy_tables:
-        sizes = entropy_tables[0]
-        pick = {(r["size"], r["keep"]): r["smaller by"] for r in sizes}
-        rows.append(("`.itok` v2 against v1, dev set, keep 1.0 / 0.5",
-                     f"{pick.get(('256x256', '1'), '-')} / {pick.get(('256x256', '0.5'), '-')} smaller at 256x256; "
-                     f"{pick.get(('native', '1'), '-')} / {pick.get(('native', '0.5'), '-')} at native size"))
-        if len(entropy_tables) > 1:
-            rows.append(("entropy coder's share of the time, 256x256", _coder_share(entropy_tables[1])))
-    else:
-        rows.append(("`.itok` v2 against v1, dev set, keep 1.0 / 0.5", "-"))
+    sizes, timing = (entropy_tables + [[], []])[:2]
+    smaller = {(r["size"], r["keep"]): r["smaller by"] for r in sizes}
+    rows.append(("`.itok` v2 against v1, dev set, keep 1.0 / 0.5",
+                 f"{smaller.get(('256x256', '1'), '-')} / {smaller.get(('256x256', '0.5'), '-')} smaller at "
+                 f"256x256; {smaller.get(('native', '1'), '-')} / {smaller.get(('native', '0.5'), '-')} at native "
+                 "size" if smaller else "-"))
+    share = row(timing, size="256x256")
+    rows.append(("entropy coder's share of the time, 256x256",
+                 f"{share['overhead']} of compress, {share['overhead 2']} of decompress" if share else "-"))
 
     if control:
         windows = sum(int(r["windows"]) for r in control)
@@ -134,13 +133,6 @@ def glance_rows(bench: str) -> list[tuple[str, str]]:
                      f"{'every window at or above its target' if within else 'some windows short of target'}, "
                      f"at most {worst:.2f} dB above; {min(passes):.1f}-{max(passes):.1f} passes per window"))
     return rows
-
-
-def _coder_share(table: Table) -> str:
-    r = row(table, size="256x256")
-    if not r:
-        return "-"
-    return f"{r['overhead']} of compress, {r['overhead 2']} of decompress"
 
 
 def bench_date_and_frames(bench: str) -> tuple[str, str]:
