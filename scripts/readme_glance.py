@@ -87,7 +87,7 @@ def glance_rows(bench: str) -> list[tuple[str, str]]:
     router_rows = sorted((r for r in rd if r.get("method") == "elbo"), key=lambda r: float(r["rate"]), reverse=True)
     psnr = [row(rd, method="fixed").get("PSNR", "-"), *(r["PSNR"] for r in router_rows)]
     keep_labels = " / ".join(["1.0", *(r["rate"] for r in router_rows)])
-    rows = [(f"PSNR, dev set 256x256, keep {keep_labels}", " / ".join(psnr) + " dB")]
+    rows = [(f"PSNR, dev set 256x256, keep {keep_labels}", " / ".join(psnr) + " dB" if rd else "-")]
 
     elbo = row(rd, method="elbo", rate="0.5")
     router, random_ = num(elbo.get("PSNR")), num(row(rd, method="random", rate="0.5").get("PSNR"))
