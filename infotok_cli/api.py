@@ -86,13 +86,15 @@ class Tokenizer(codec.Tokenizer):
     """One model, loaded once, on one device.
 
     `Tokenizer()` loads the default shipped model; `Tokenizer("infotok-m")` or `Tokenizer("my.safetensors",
-    device="cuda")` another. Not thread-safe: give each worker its own.
+    device="cuda")` another. `placement="error"` places kept tokens by full-rate error alone (faster
+    encoding, lower quality at the same rate; see router.py). Not thread-safe: give each worker its own.
     """
 
-    def __init__(self, model: str | os.PathLike | LoadedModel | None = None, device: str | torch.device = "auto"):
+    def __init__(self, model: str | os.PathLike | LoadedModel | None = None, device: str | torch.device = "auto",
+                 placement: str = "drop-gain"):
         dev = resolve_device(device) if isinstance(device, str) else device
         loaded = model if isinstance(model, LoadedModel) else load_model(model, dev)
-        super().__init__(loaded, dev)
+        super().__init__(loaded, dev, placement)
 
     @classmethod
     def for_file(cls, header: Header, model: str | os.PathLike | None = None,
@@ -130,7 +132,7 @@ class Tokenizer(codec.Tokenizer):
         padded_hw = (-(-h // SPATIAL_STRIDE) * SPATIAL_STRIDE, -(-w // SPATIAL_STRIDE) * SPATIAL_STRIDE)
         analyses = [self.analyse(frames[start:start + count], start, padded_hw)
                     for start, count in plan_windows(n, window, overlap)]
-        # The same routing as codec.compress_video: one rate per window, top-k placement by error.
+        # The same routing as codec.compress_video: one rate per window from its error, top-k placement.
         errors = [a.error.mean().item() for a in analyses]
         if strategy == "video":
             rates = video_rates(beta, errors, [a.error.numel() for a in analyses])
@@ -139,7 +141,7 @@ class Tokenizer(codec.Tokenizer):
         out = Tokens(width=w, height=h, num_frames=n, window=window, overlap=overlap, beta=float(beta),
                      strategy=strategy, model_name=self.name, weights_sha256=self.sha256)
         for i, (a, rate) in enumerate(zip(analyses, rates)):
-            keep = top_k_mask(a.error, tokens_for_rate(rate, a.error.numel()))
+            keep = top_k_mask(a.placement_score, tokens_for_rate(rate, a.error.numel()))
             out.windows.append(TokenWindow.from_arrays(i, a.start, a.count, a.padded, keep.numpy(),
                                                        a.indices[keep].numpy().astype(np.uint16)))
         return out
@@ -177,14 +179,14 @@ class Tokenizer(codec.Tokenizer):
 
 def compress(src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
              device: str = "auto", tokenizer: Tokenizer | None = None, force: bool = False,
-             **options: Any) -> dict[str, Any]:
+             placement: str = "drop-gain", **options: Any) -> dict[str, Any]:
     """`infotok compress SRC DST`: returns the statistics `--json` prints.
 
     Options as on the command line: beta (0.5), strategy ("global"), window (33), overlap (3), model,
-    device, force; `progress` takes a `(frames done, frames total)` callback. Pass a `tokenizer` to reuse a
-    loaded model across calls.
+    device, placement ("drop-gain"), force; `progress` takes a `(frames done, frames total)` callback.
+    Pass a `tokenizer` to reuse a loaded model across calls (its own placement then applies).
     """
-    tok = tokenizer or Tokenizer(model, device)
+    tok = tokenizer or Tokenizer(model, device, placement)
     return tok.compress_file(src, dst, force=force, **options).to_dict()
 
 

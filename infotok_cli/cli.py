@@ -90,6 +90,11 @@ class Strategy(str, enum.Enum):
     video = "video"
 
 
+class Placement(str, enum.Enum):
+    drop_gain = "drop-gain"
+    error = "error"
+
+
 class Device(str, enum.Enum):
     auto = "auto"
     cpu = "cpu"
@@ -456,6 +461,9 @@ def compress(
         "--max-bpp16", min=0.125, max=1.0625, metavar="X",
         help="With --target-psnr: cap each window at this BPP16 (keep rate X - 1/16).", show_default=False)]
     = None,
+    placement: Annotated[Placement, typer.Option(
+        help="Which positions keep their tokens: drop-gain (what each token saves; two probe decodes per "
+             "window) or error (full-rate error alone: faster, lower quality).")] = Placement.drop_gain,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not keep the input's audio.")] = False,
     window: WindowOpt = 33,
     overlap: OverlapOpt = 3,
@@ -477,7 +485,7 @@ def compress(
                "target_psnr": target_psnr, "max_bpp16": max_bpp16, "audio": not no_audio}
     if is_batch(inputs, output_dir, from_list, shard, skip_existing):
         compress_batch(inputs, output_dir, from_list, shard, skip_existing, options, model, device.value, force,
-                       json_out, quiet)
+                       json_out, quiet, placement.value)
         return
     with errors(codec_code=EXIT_INPUT):
         input, output = single_pair(inputs, "videos")
@@ -485,7 +493,7 @@ def compress(
         require_output(output, force, [input])
         from .api import Tokenizer
 
-        tok = Tokenizer(model, pick_device(device.value))
+        tok = Tokenizer(model, pick_device(device.value), placement.value)
         with frame_progress("compress", show_progress(quiet)) as progress:
             result = tok.compress_file(input, output, force=force, progress=progress, **options)
     print_notices(result.notices, quiet)
@@ -524,7 +532,7 @@ def audio_line(a: dict) -> str:
 
 
 def compress_batch(inputs, out_dir, from_list, shard, skip_existing: bool, options: dict, model, device: str,
-                   force: bool, json_out: bool, quiet: bool) -> None:
+                   force: bool, json_out: bool, quiet: bool, placement: str = "drop-gain") -> None:
     """`compress INPUTS... -o DIR`: every input to DIR/<stem>.itok with one model."""
     with errors(codec_code=EXIT_INPUT):
         from . import batch
@@ -534,7 +542,7 @@ def compress_batch(inputs, out_dir, from_list, shard, skip_existing: bool, optio
 
         dev = pick_device(device)
         pending = [i for i in items if not (skip_existing and i.output.exists())]
-        tok = Tokenizer(model, dev) if pending else None  # a model problem stops the batch before any work
+        tok = Tokenizer(model, dev, placement) if pending else None  # a model problem stops the batch before any work
 
         def work(item) -> dict:
             check_batch_item(item)

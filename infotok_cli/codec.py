@@ -26,8 +26,11 @@ from .model import SPATIAL_STRIDE, TEMPORAL_STRIDE, InfoTok
 from .quality import PSNR_CAP, WindowQuality, pack_quality
 from .router import (
     MIN_RATE,
+    PLACEMENTS,
     STRATEGIES,
+    drop_gain,
     position_error,
+    probe_half,
     tokens_for_quality,
     tokens_for_rate,
     top_k_mask,
@@ -39,7 +42,7 @@ from .weights import LoadedModel
 
 CHUNK_PIXELS = 1 << 22  # pixels per chunk of the per-frame convolution stages
 Progress = Callable[[int, int], None]  # (frames done, frames total)
-MaskFn = Callable[[torch.Tensor, int], torch.Tensor]  # (error [t,h,w], k) -> keep mask
+MaskFn = Callable[[torch.Tensor, int], torch.Tensor]  # (placement score [t,h,w], k) -> keep mask
 
 
 class CodecError(Exception):
@@ -131,7 +134,8 @@ def to_frames(x: torch.Tensor, n: int, h: int, w: int) -> np.ndarray:
 
 @dataclass
 class WindowAnalysis:
-    """The router's view of one window: all token indices and the per-position full-rate error."""
+    """The router's view of one window: all token indices, the per-position full-rate error (which sets
+    the window's rate) and the placement score (the top k of it keep their tokens)."""
 
     start: int
     count: int
@@ -139,15 +143,32 @@ class WindowAnalysis:
     indices: torch.Tensor  # int64 [t,h,w]
     error: torch.Tensor  # float32 [t,h,w]
     full_psnr: float | None = None  # PSNR of the full-rate reconstruction (analyse(measure=True))
+    score: torch.Tensor | None = None  # float32 [t,h,w]; None means the error itself
+
+    @property
+    def placement_score(self) -> torch.Tensor:
+        return self.error if self.score is None else self.score
 
 
 class Tokenizer:
-    """A loaded model on a device, with the window-level operations the codec and eval need."""
+    """A loaded model on a device, with the window-level operations the codec and eval need.
 
-    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto"):
+    `placement` chooses which positions keep their tokens (router.py): "drop-gain" (the default, two
+    probe decodes per window) or "error" (the full-rate error alone, the paper's router).
+    """
+
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", placement: str = "drop-gain"):
+        if placement not in PLACEMENTS:
+            raise CodecError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
         self.loaded = loaded
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model: InfoTok = loaded.model.to(self.device).eval()
+        self.placement = placement
+
+    @property
+    def router_passes(self) -> int:
+        """Network passes per window before any token is chosen: encode, full-rate decode, probes."""
+        return 4 if self.placement == "drop-gain" else 2
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -161,8 +182,9 @@ class Tokenizer:
     @torch.no_grad()
     def analyse(self, frames: np.ndarray, start: int, padded_hw: tuple[int, int],
                 measure: bool = False) -> WindowAnalysis:
-        """Encode a window, decode all its tokens once (the full-rate pass) and measure the error; with
-        `measure`, also the PSNR of that full-rate reconstruction against `frames`."""
+        """Encode a window, decode all its tokens once (the full-rate pass) and measure the error, then
+        score the positions for placement; with `measure`, also the PSNR of that full-rate reconstruction
+        against `frames`."""
         self.bound_chunks(*padded_hw)
         x, codes, indices = self.encode_window(frames, padded_hw)
         x_full = self.decode_full(codes)
@@ -171,8 +193,10 @@ class Tokenizer:
         if measure:
             n, h, w, _ = frames.shape
             full_psnr = psnr_video(to_frames(x_full, n, h, w), frames)
+        del x_full  # before the probe decodes, so that one reconstruction exists at a time
+        score = self.placement_score(x, codes, error) if self.placement == "drop-gain" else None
         return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(), error,
-                              full_psnr)
+                              full_psnr, score)
 
     # analyse()'s three parts, separate so that a profiler (scripts/bench.py) can time each one
     def encode_window(self, frames: np.ndarray, padded_hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
@@ -187,6 +211,15 @@ class Tokenizer:
 
     def full_rate_error(self, x: torch.Tensor, x_full: torch.Tensor) -> torch.Tensor:
         return position_error(x, x_full)[0].cpu()
+
+    def placement_score(self, x: torch.Tensor, codes: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+        """The drop gain of every position (router.drop_gain, fixed probe half): two decodes."""
+
+        def decode(keep: torch.Tensor) -> torch.Tensor:
+            with self.autocast():
+                return self.model.decode(codes, keep)
+
+        return drop_gain(x, error[None].to(x.device), decode, probe_half(tuple(error.shape)))[0].cpu()
 
     def window_psnr(self, a: WindowAnalysis, keep: torch.Tensor, frames: np.ndarray) -> float:
         """PSNR of window `a` decoded from the tokens in `keep`, as a receiver decodes it (one pass)."""
@@ -271,10 +304,10 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
                    audio: bool = True) -> CompressResult:
     """Compress `src` to the .itok file `dst`; returns the statistics of the result.
 
-    `mask_fn` replaces the router's placement (top-k by error) for baselines; the number of kept tokens
-    still follows the strategy.
+    `mask_fn` replaces the router's placement (top-k of the tokenizer's placement score) for baselines;
+    the number of kept tokens still follows the strategy.
 
-    `target_psnr` (dB) replaces the budget (`beta`, `strategy`): each window keeps the fewest top-error
+    `target_psnr` (dB) replaces the budget (`beta`, `strategy`): each window keeps the fewest top-scoring
     tokens whose reconstruction reaches the target (router.tokens_for_quality, warm-started from the
     previous window's count), everything when even that falls short, and at most `max_bpp16 - 1/16` of
     its positions when `max_bpp16` is given. The target and each window's achieved PSNR are stored in a
@@ -316,7 +349,7 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
         def emit(a: WindowAnalysis, rate: float | None = None, keep: torch.Tensor | None = None) -> None:
             nonlocal kept, capacity
             if keep is None:
-                keep = choose(a.error, tokens_for_rate(rate, a.error.numel()))
+                keep = choose(a.placement_score, tokens_for_rate(rate, a.error.numel()))
             k = int(keep.sum())
             tokens = a.indices[keep].numpy().astype(np.uint16)  # raster order of the kept positions
             writer.write_window(a.start, a.count, a.padded, keep.numpy(), tokens)
@@ -332,9 +365,9 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
                 n = a.error.numel()
                 cap = None if max_bpp16 is None else math.floor((max_bpp16 - 1 / 16) * n + 1e-9)
                 found = tokens_for_quality(
-                    n, lambda k, a=a, frames=frames: tok.window_psnr(a, choose(a.error, k), frames),
+                    n, lambda k, a=a, frames=frames: tok.window_psnr(a, choose(a.placement_score, k), frames),
                     target_psnr, a.full_psnr, k_start=None if k_prev is None else round(k_prev * n), k_cap=cap)
-                emit(a, keep=choose(a.error, found.k))
+                emit(a, keep=choose(a.placement_score, found.k))
                 psnrs.append(min(PSNR_CAP, found.psnr))
                 probes.append(found.probes)
                 k_prev = found.k / n

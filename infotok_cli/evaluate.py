@@ -518,7 +518,7 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
                 bits_per_pixel=res.bits_per_pixel, encode_seconds=res.seconds,
                 decode_seconds=q.decode_seconds,
                 keep_rate=res.keep_rate, tokens_kept=res.tokens_kept, tokens_max=res.tokens_max,
-                bpp16=res.bpp16, passes_per_window=2.0, windows=res.windows, window_tokens=kept,
+                bpp16=res.bpp16, passes_per_window=float(tok.router_passes), windows=res.windows, window_tokens=kept,
                 window_capacity=cap)
 
         for src, info in zip(paths, infos, strict=True):

@@ -1,7 +1,14 @@
 """The ELBO router: how many tokens a window gets, and which positions keep theirs.
 
-The per-position reconstruction error of the full-rate tokens is the information proxy: content the
-base tokenizer reconstructs badly carries more information and keeps its tokens.
+How many: the per-position reconstruction error of the full-rate tokens is the information proxy
+(content the base tokenizer reconstructs badly carries more information), so a window's mean error sets
+its keep rate under the `global` and `video` strategies.
+
+Which: by default the positions whose tokens the decompressor can least do without. Two probe decodes,
+each sending a fixed pseudo-random half of the tokens and the other the complement, give every position's
+error when its token is dropped; minus its full-rate error, that is what sending the token saves
+(`drop_gain`). Ranking by the full-rate error alone (`placement="error"`, the paper's router, one pass
+fewer) keeps positions the decompressor fills well from their neighbours.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ import torch.nn.functional as F
 from .model import SPATIAL_STRIDE, TEMPORAL_STRIDE, latent_frames
 
 STRATEGIES = ("window", "global", "video")
+PLACEMENTS = ("drop-gain", "error")
 MIN_RATE = 1 / 16
+PROBE_SEED = 0  # the probe halves are fixed, so compressing the same video twice gives the same file
 
 
 def position_error(x: torch.Tensor, x_full: torch.Tensor) -> torch.Tensor:
@@ -35,6 +44,29 @@ def position_error(x: torch.Tensor, x_full: torch.Tensor) -> torch.Tensor:
         diff = (x[:, :, first:last].float() - x_full[:, :, first:last].float()).abs_().mean(dim=(1, 2))
         error[:, i] = F.avg_pool2d(diff[:, None], SPATIAL_STRIDE)[:, 0]
     return error
+
+
+def probe_half(shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+    """A pseudo-random half of the positions (the first probe decode sends these, the second the rest);
+    fixed by PROBE_SEED unless a generator is given (training draws a new one each step)."""
+    if generator is None:
+        generator = torch.Generator().manual_seed(PROBE_SEED)
+    return random_mask(shape, math.prod(shape) // 2, generator)
+
+
+def drop_gain(x: torch.Tensor, full_error: torch.Tensor, decode: Callable[[torch.Tensor], torch.Tensor],
+              half: torch.Tensor) -> torch.Tensor:
+    """What sending each token saves: its position's error when the token is dropped (while a random half
+    of the others are sent) minus its error at full rate.
+
+    x: [B,3,T,H,W]; full_error: position_error of the full-rate decode, [B,t,h,w]; decode(keep) decodes
+    the window's tokens with keep mask [B,t,h,w]; half: bool [t,h,w] or [B,t,h,w] (see probe_half).
+    Two decodes, run one after the other so that only one reconstruction exists at a time.
+    """
+    half = half.to(full_error.device).expand_as(full_error)
+    dropped = torch.where(half, 0.0, position_error(x, decode(half)))
+    dropped += torch.where(half, position_error(x, decode(~half)), 0.0)
+    return dropped - full_error
 
 
 def tokens_for_rate(rate: float, capacity: int) -> int:

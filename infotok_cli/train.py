@@ -12,7 +12,9 @@ may grow them on the way in (deeper transformers or decoder stages, attention bo
 
 One Flex step: encode a batch of random clips, decode all tokens without gradients to get the router's
 per-position error, draw a keep rate per clip from `rates` (default {1, 0.75, 0.5, 0.25}), keep the
-positions with the largest error, decode the kept tokens with gradients, and minimise
+positions the router would keep (`placement`: "error", the largest full-rate errors, or "drop-gain",
+the largest drop gains from two more gradient-free probe decodes with a fresh random half each step;
+router.py), decode the kept tokens with gradients, and minimise
 L1 + w x (1 - SSIM), optionally + w' x ST-LPIPS on a few frames per clip (`lpips_weight`; the paper
 trains with 0.1 x LPIPS).
 Two FSQ terms keep the codebook in use: the range penalty (`code_range_weight`) and, optionally, a
@@ -50,7 +52,7 @@ from torch import nn
 from .codebook import token_entropy
 from .metrics import ssim_loss
 from .model import InfoTok, ModelConfig, count_parameters, grow
-from .router import position_error, tokens_for_rate, top_k_mask
+from .router import PLACEMENTS, drop_gain, position_error, probe_half, tokens_for_rate, top_k_mask
 from .video_io import iter_frames
 from .weights import load_model, save_weights, sha256_file
 
@@ -70,6 +72,7 @@ class TrainConfig:
     crops: tuple[tuple[int, int], ...] = ((64, 64), (48, 96), (96, 48), (80, 80))  # (H, W), several aspects
     downscale_prob: float = 0.25  # sometimes halve a clip first, to see zoomed-out content too
     rates: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)  # keep rates drawn per clip; repeat one to draw it more
+    placement: str = "error"  # how training masks are placed: "error" or "drop-gain" (router.py)
     lr: float = 1e-3
     min_lr: float = 2e-5
     warmup: int = 300
@@ -116,6 +119,8 @@ def config_from_dict(d: dict) -> TrainConfig:
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"malformed training setting {key!r}: {exc}") from None
     cfg = TrainConfig(**kwargs)
+    if cfg.placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {cfg.placement!r}")
     if cfg.stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
     if cfg.clip_frames < 1 or (cfg.clip_frames - 1) % 4:
@@ -221,10 +226,12 @@ class ClipSampler:
 class FlexObjective(nn.Module):
     """Wraps the model so that DDP sees one forward: router pass without gradients, masked decode."""
 
-    def __init__(self, model: InfoTok, range_weight: float = 0.0, usage_weight: float = 0.0):
+    def __init__(self, model: InfoTok, range_weight: float = 0.0, usage_weight: float = 0.0,
+                 placement: str = "error"):
         super().__init__()
         self.model = model
         self.range_weight, self.usage_weight = range_weight, usage_weight
+        self.placement = placement
 
     def forward(self, x: torch.Tensor, rates: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (reconstruction, weighted FSQ penalties)."""
@@ -236,14 +243,27 @@ class FlexObjective(nn.Module):
         if not self.model.adaptive:  # base stage: full rate, no router pass
             return self.model.decode(codes), penalty
         if any(r < 1 for r in rates):
+            # A fresh probe half each step, so the decompressor does not learn one fixed pattern.
+            probe = torch.Generator().manual_seed(int(torch.randint(2**31, ()))) if self.placement == "drop-gain" \
+                else None
             with torch.no_grad():
-                error = position_error(x, self.model.decode(codes.detach()))
-            keep = torch.stack([top_k_mask(e, tokens_for_rate(r, e.numel())) for e, r in zip(error, rates)])
+                score = router_score(self.model, x, codes.detach(), self.placement, probe)
+            keep = torch.stack([top_k_mask(e, tokens_for_rate(r, e.numel())) for e, r in zip(score, rates)])
         else:
             # All clips at full rate: an all-True mask still puts `dropped_token` in the graph (with a zero
             # gradient). Without it DDP fails on the next step, as one parameter got no gradient.
             keep = torch.ones(codes.shape[:-1], dtype=torch.bool, device=codes.device)
         return self.model.decode(codes, keep), penalty
+
+
+def router_score(model: InfoTok, x: torch.Tensor, codes: torch.Tensor, placement: str,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """The router's placement score [B,t,h,w] of a batch (top-k of it is kept): the full-rate error, or
+    the drop gain (router.drop_gain; probe half from `generator`, or the fixed one the codec uses)."""
+    error = position_error(x, model.decode(codes))
+    if placement == "error":
+        return error
+    return drop_gain(x, error, lambda keep: model.decode(codes, keep), probe_half(error.shape[1:], generator))
 
 
 def as_frames(clips: torch.Tensor) -> torch.Tensor:
@@ -314,8 +334,10 @@ def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module, opt: torch.opt
 
 
 @torch.no_grad()
-def validate(model: InfoTok, clips: list[torch.Tensor], rates: tuple[float, ...], bf16: bool) -> dict[str, float]:
-    """PSNR per keep rate (over all validation windows' pixels) and codebook use at full rate."""
+def validate(model: InfoTok, clips: list[torch.Tensor], rates: tuple[float, ...], bf16: bool,
+             placement: str = "error") -> dict[str, float]:
+    """PSNR per keep rate (over all validation windows' pixels), with the codec's placement of the kept
+    tokens (fixed probe half), and codebook use at full rate."""
     model.eval()
     out: dict[str, float] = {}
     indices = []
@@ -328,8 +350,8 @@ def validate(model: InfoTok, clips: list[torch.Tensor], rates: tuple[float, ...]
                 codes, idx = model.encode(x)
                 keep = None
                 if rate < 1:
-                    err = position_error(x, model.decode(codes))[0]
-                    keep = top_k_mask(err, tokens_for_rate(rate, err.numel()))[None]
+                    score = router_score(model, x, codes, placement)[0]
+                    keep = top_k_mask(score, tokens_for_rate(rate, score.numel()))[None]
                 y = model.decode(codes, keep)
             sq_err += F.mse_loss(y.float().clamp(-1, 1), x, reduction="sum").item()
             count += x.numel()
@@ -434,7 +456,7 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
     if cfg.resume and ckpt.exists():
         step, history = load_checkpoint(ckpt, model, ema, opt)
         log(f"resumed from {ckpt} at step {step}")
-    objective: nn.Module = FlexObjective(model, cfg.code_range_weight, cfg.code_usage_weight)
+    objective: nn.Module = FlexObjective(model, cfg.code_range_weight, cfg.code_usage_weight, cfg.placement)
     lpips = None
     if cfg.lpips_weight > 0:
         from .perceptual import load_stlpips  # the metric's module; only loaded when the term is on
@@ -507,7 +529,7 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
                 window_loss, window_psnr, t_window, clips_done = [], [], time.time(), 0
             last = schedule_progress(step, history["train_seconds"] + time.time() - t_start, cfg) >= 1
             if is_main and (step % cfg.val_every == 0 or last) and val_clips:
-                scores = validate(ema, val_clips, (1.0, 0.5, 0.25), cfg.bf16)
+                scores = validate(ema, val_clips, (1.0, 0.5, 0.25), cfg.bf16, cfg.placement)
                 history["e_ref_estimate"] = reference_error(ema, e_ref_clips[:24], cfg.bf16)
                 history["val"].append({"step": step, **scores})
                 msg = f"val step {step}: " + " ".join(f"{k} {v:.2f}" for k, v in scores.items())

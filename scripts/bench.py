@@ -6,7 +6,8 @@ Run by `make bench` (not part of the test suite). Sections:
 2. compress / decompress frames per second at 256x256 and 640x360, on the CPU and on CUDA when present
    (medians of --runs runs after one warm-up);
 3. where compress and decompress time goes: encoder / full-rate decode (the router's extra pass) /
-   router (error map and top-k) / container + I/O / decoder, timed around the Tokenizer's parts;
+   probe decodes (the drop-gain placement's two) / router (error map, drop gains and top-k) /
+   container + I/O / decoder, timed around the Tokenizer's parts;
 4. peak resident memory of `compress` (and `decompress`) for the same content at 1x, 4x and 16x the
    length and for a 300-frame 1280x720 input, each run in a fresh subprocess (its own VmHWM);
 5. batch overhead: 20 short clips compressed by one `infotok compress ... -o DIR` (one process, one
@@ -254,6 +255,10 @@ class TimedTokenizer(Tokenizer):
         with self.timer("router"):
             return super().full_rate_error(x, x_full)
 
+    def placement_score(self, x: torch.Tensor, codes: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+        with self.timer("probe decodes"):
+            return super().placement_score(x, codes, error)
+
     def reconstruct(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         with self.timer("decoder"):
             return super().reconstruct(indices, keep)
@@ -286,9 +291,10 @@ def measure_speed(tok: TimedTokenizer, clip: Path, runs: int, tmp: Path) -> Spee
         tok.t.clear()
         r = compress_video(clip, itok, tok, overwrite=True, mask_fn=tok.top_k)
         sp.compress_s.append(r.seconds)
-        for k in ("encoder", "full-rate decode", "router"):
+        timed = ("encoder", "full-rate decode", "probe decodes", "router")
+        for k in timed:
             tc[k] += tok.t[k]
-        tc["container + I/O"] += r.seconds - sum(tok.t[k] for k in ("encoder", "full-rate decode", "router"))
+        tc["container + I/O"] += r.seconds - sum(tok.t[k] for k in timed)
         tok.t.clear()
         d = decompress_video(itok, out, tok, overwrite=True)
         sp.decompress_s.append(d.seconds)
@@ -554,7 +560,8 @@ def quality_rows(tok: Tokenizer, clips: list[Path], frames: int, tmp: Path) -> l
                 "clip": clip.name, "offset": offset, "target": target, "window_psnr": r.window_psnr,
                 "short": r.windows_short, "at_floor": [k < 1 / 16 + 2e-3 for k in r.window_rates],
                 "tokens": r.tokens_kept, "capacity": r.tokens_max, "psnr": psnr,
-                "beta_tokens": tokens_at_psnr(curve, psnr), "passes": 2 + float(np.mean(r.search_probes)),
+                "beta_tokens": tokens_at_psnr(curve, psnr),
+                "passes": tok.router_passes + float(np.mean(r.search_probes)),
                 "search_passes": 1 + float(np.mean(s.probes)), "search_tokens": sum(s.tokens),
                 "seconds": r.seconds, "search_seconds": s.seconds,
             })  # fmt: skip
@@ -574,9 +581,9 @@ def quality_section(tok: Tokenizer, clips: list[Path], frames: int) -> list[str]
           "(they cannot land closer); `short` = windows that cannot reach the target even keeping everything. "
           "`--beta` tokens at equal PSNR = the global strategy's token count at the whole-video PSNR the target "
           f"run reached, interpolated on its curve at beta {', '.join(f'{b:g}' for b in QUALITY_BETAS)} (each "
-          "measured by decoding). Passes per window: `--target-psnr` = encode + full-rate decode + the search's "
-          "decodes; ElasticTok-style search (`infotok eval`'s `search`, raster-prefix placement, binary search "
-          "for the same per-window PSNR) = encode + its decodes.", ""]
+          "measured by decoding). Passes per window: `--target-psnr` = encode + full-rate decode + the two "
+          "probe decodes + the search's decodes; ElasticTok-style search (`infotok eval`'s `search`, "
+          "raster-prefix placement, binary search for the same per-window PSNR) = encode + its decodes.", ""]
     if not rows:
         return md + ["No dev-set clips found: nothing measured.", ""]
     md += ["| target below full rate | windows | short | at floor | mean above target | worst above target "
@@ -612,7 +619,7 @@ def speed_table(speeds: list[Speed]) -> str:
 
 
 def parts_table(speeds: list[Speed]) -> str:
-    keys_c = ["encoder", "full-rate decode", "router", "container + I/O"]
+    keys_c = ["encoder", "full-rate decode", "probe decodes", "router", "container + I/O"]
     lines = ["| size | device | " + " | ".join(f"compress: {k}" for k in keys_c)
              + " | decompress: decoder | decompress: container + I/O |",
              "|---|---|" + "---|" * (len(keys_c) + 2)]
@@ -787,12 +794,15 @@ def main(argv: list[str] | None = None) -> int:
                    "(libx264).", "", speed_table(speeds), "",
                    "### Where the time goes", "",
                    "Mean seconds per run and share. Encoder = input conversion + CNN encoder + compressor "
-                   "transformer + FSQ; full-rate decode = the router's extra pass (decode every token once); "
-                   "router = error map + top-k; container + I/O = reading and decoding the source video, "
-                   "windowing, writing the .itok (compress) or reading it, blending overlaps and encoding the "
-                   "output video (decompress).", "", parts_table(speeds), ""]
-            shares = [100 * s.parts_c["full-rate decode"] / sum(s.parts_c.values()) for s in speeds]
-            md += [f"The router's full-rate decode takes {min(shares):.0f}-{max(shares):.0f}% of compress time.", ""]
+                   "transformer + FSQ; full-rate decode = the router's first extra pass (decode every token once); "
+                   "probe decodes = the two decodes that measure each token's drop gain (each sends half the "
+                   "tokens); router = error map, drop gains and top-k; container + I/O = reading and "
+                   "decoding the source video, windowing, writing the .itok (compress) or reading it, blending "
+                   "overlaps and encoding the output video (decompress).", "", parts_table(speeds), ""]
+            shares = [100 * (s.parts_c["full-rate decode"] + s.parts_c["probe decodes"]) / sum(s.parts_c.values())
+                      for s in speeds]
+            md += [f"The router's three extra decodes take {min(shares):.0f}-{max(shares):.0f}% of compress time.",
+                   ""]
 
         # ------------------------------------------------------------------ memory
         if "memory" not in skip:
@@ -854,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
             perceptual = None if args.lpips == "none" else load_stlpips(args.lpips, device)
             md += ["## Rate-distortion", "",
                    "Every method of `infotok eval` (see `infotok eval --help`): `elbo` = the router (top-k by "
-                   "full-rate error, the same rate in every window), `elbo-global` = the global strategy "
+                   "drop gain, the same rate in every window), `elbo-global` = the global strategy "
                    "(realised rate reported), `random` / `raster` = the same token count per window placed "
                    "uniformly at random / as raster prefixes, `search` = ElasticTok-style binary search for the "
                    "smallest raster prefix per window whose MSE reaches the router's, `fixed` = all tokens, "
@@ -864,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
                    "LPIPS (infotok_cli/perceptual.py, frames in [-1, 1] at the table's resolution; lower is "
                    "better), averaged over videos; bits/pixel from the real file sizes; "
                    "passes = sender-side network passes per window (every router-based method runs the "
-                   "encoder and the full-rate decode).", ""]
+                   "encoder, the full-rate decode and the two probe decodes).", ""]
             if notes:
                 md += ["Notes: " + "; ".join(notes) + ".", ""]
             if perceptual is not None:

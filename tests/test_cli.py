@@ -89,6 +89,22 @@ def test_compress_json(compressed: tuple[Path, dict]) -> None:
     assert header.strategy == "window" and header.beta == 0.4
 
 
+def test_compress_placement_option(work: Path, moving_video: Path, tiny_weights: Path,
+                                   compressed: tuple[Path, dict]) -> None:
+    """--placement error keeps the same number of tokens in other places; a bad value is a usage error."""
+    out = work / "moving-error.itok"
+    proc = infotok("compress", moving_video, out, "--model", tiny_weights, "--window", "17", "--beta", "0.4",
+                   "--strategy", "window", "--placement", "error", "--json")
+    assert proc.returncode == 0, proc.stderr
+    default_windows, error_windows = read_header_and_index(compressed[0])[1], read_header_and_index(out)[1]
+    assert [w.kept for w in error_windows] == [w.kept for w in default_windows]
+    assert out.read_bytes() != compressed[0].read_bytes()
+    bad = work / "bad-placement.itok"
+    assert_fails(infotok("compress", moving_video, bad, "--model", tiny_weights, "--placement", "best"), 2,
+                 "placement")
+    assert not bad.exists()
+
+
 def test_inspect_json_matches_container(compressed: tuple[Path, dict]) -> None:
     path, _ = compressed
     proc = infotok("inspect", path, "--json")

@@ -166,12 +166,31 @@ def test_global_strategy_follows_e_ref(tmp_path: Path, tokenizer: Tokenizer, cou
         assert expected == [max(1, round(a.error.numel() / 16)) for a in analyses]
     if scale == "ceiling":
         assert expected == [a.error.numel() for a in analyses]
-    # The kept positions are the top-k of the error, and the stored tokens are those positions' tokens.
+    # The kept positions are the top-k of the drop gain, and the stored tokens are those positions' tokens.
     with ItokReader(out) as reader:
         for a, k, rec in zip(analyses, expected, reader.iter_windows(), strict=True):
-            keep = top_k_mask(a.error, k).numpy()
+            assert a.score is not None and a.score.shape == a.error.shape
+            keep = top_k_mask(a.score, k).numpy()
             assert np.array_equal(rec.keep_mask, keep)
             assert np.array_equal(rec.tokens.astype(np.int64), a.indices.numpy()[keep])
+
+
+def test_error_placement_keeps_the_top_error_positions(tmp_path: Path, tokenizer: Tokenizer,
+                                                      counts_video: Path) -> None:
+    tok = Tokenizer(tokenizer.loaded, tokenizer.device, placement="error")
+    assert tok.router_passes == 2 and tokenizer.router_passes == 4
+    analyses = analyse_all(tok, counts_video, WINDOW, OVERLAP)
+    assert all(a.score is None for a in analyses)
+    out, default = tmp_path / "e.itok", tmp_path / "d.itok"
+    compress_video(counts_video, out, tok, beta=0.5, strategy="window", window=WINDOW, overlap=OVERLAP)
+    compress_video(counts_video, default, tokenizer, beta=0.5, strategy="window", window=WINDOW, overlap=OVERLAP)
+    with ItokReader(out) as reader, ItokReader(default) as other:
+        masks = [(rec.keep_mask, rec2.keep_mask) for rec, rec2 in zip(reader.iter_windows(), other.iter_windows())]
+    for a, (keep, _) in zip(analyses, masks, strict=True):
+        assert np.array_equal(keep, top_k_mask(a.error, max(1, round(0.5 * a.error.numel()))).numpy())
+    assert any(not np.array_equal(a, b) for a, b in masks)  # the two placements differ somewhere
+    with pytest.raises(CodecError, match="placement"):
+        Tokenizer(tokenizer.loaded, tokenizer.device, placement="best")
 
 
 @pytest.mark.parametrize("beta", [0.1, 0.5, 0.8])

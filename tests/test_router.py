@@ -1,4 +1,5 @@
-"""The ELBO router against direct computations: per-position error, top-k placement, keep rates."""
+"""The ELBO router against direct computations: per-position error, drop gain, top-k placement, keep
+rates."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import torch
 
 from infotok_cli.router import (
     MIN_RATE,
+    PROBE_SEED,
+    drop_gain,
     position_error,
+    probe_half,
     random_mask,
     raster_prefix_mask,
     tokens_for_rate,
@@ -55,6 +59,37 @@ def test_position_error_localises_a_difference() -> None:
     nonzero = err.nonzero().tolist()
     assert nonzero == [[2, 1, 0]]
     assert err[2, 1, 0].item() == pytest.approx(1.0 / (4 * 64))
+
+
+def test_probe_half_is_half_and_fixed() -> None:
+    a = probe_half((3, 4, 5))
+    assert a.dtype == torch.bool and a.shape == (3, 4, 5) and int(a.sum()) == 30
+    assert torch.equal(a, probe_half((3, 4, 5)))  # the codec's probe: the same every call
+    assert torch.equal(a, probe_half((3, 4, 5), torch.Generator().manual_seed(PROBE_SEED)))
+    assert not torch.equal(a, probe_half((3, 4, 5), torch.Generator().manual_seed(PROBE_SEED + 1)))
+
+
+def test_drop_gain_against_a_decoder_that_loses_dropped_blocks() -> None:
+    """A 'decoder' that reproduces sent positions exactly and zeroes dropped ones: each position's
+    drop gain is then its own block's mean |x|, whatever the other positions do; and each position is
+    measured in the probe decode that drops it (two decodes in all)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 9, 16, 24, generator=g) * 2 - 1
+    calls: list[torch.Tensor] = []
+
+    def decode(keep: torch.Tensor) -> torch.Tensor:
+        calls.append(keep.clone())
+        pixels = keep.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)  # [B,t,H,W]
+        frames = torch.cat([pixels[:, :1], pixels[:, 1:].repeat_interleave(4, dim=1)], dim=1)  # [B,T,H,W]
+        return torch.where(frames[:, None], x, torch.zeros_like(x))
+
+    full_error = torch.full((2, 3, 2, 3), 0.01)
+    half = probe_half((3, 2, 3))
+    gain = drop_gain(x, full_error, decode, half)
+    expected = position_error(x, torch.zeros_like(x)) - 0.01
+    torch.testing.assert_close(gain, expected)
+    assert len(calls) == 2
+    assert torch.equal(calls[0], half.expand(2, -1, -1, -1)) and torch.equal(calls[1], ~calls[0])
 
 
 @pytest.mark.parametrize("k", [0, 1, 7, 23, 24, 30])

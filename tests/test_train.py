@@ -39,7 +39,7 @@ def test_config_from_dict_validates() -> None:
     cfg = train.config_from_dict({"crops": [[16, 32]], "rates": [1, 0.5], "model": TINY})
     assert cfg.crops == ((16, 32),) and cfg.rates == (1.0, 0.5)
     for bad in ({"nope": 1}, {"crops": [[15, 16]]}, {"clip_frames": 6}, {"crops": "16x16"}, {"lr": 0},
-                {"lpips_weight": -0.1}, {"lpips_frames": 0}, {"code_usage_weight": -1}):
+                {"lpips_weight": -0.1}, {"lpips_frames": 0}, {"code_usage_weight": -1}, {"placement": "best"}):
         with pytest.raises(ValueError):
             train.config_from_dict(bad)
 
@@ -161,6 +161,28 @@ def test_train_with_lpips_and_code_usage_terms(tmp_path: Path, clips: list[Path]
                       steps=2)
     summary = train.run(cfg, progress=False, echo=lambda _m: None)
     assert summary["steps"] == 2 and load_model(cfg.out).metadata["training"]["steps"] == 2
+
+
+def test_train_with_drop_gain_placement(tmp_path: Path, clips: list[Path]) -> None:
+    cfg = tiny_config(tmp_path, clips, placement="drop-gain", rates=[0.5], steps=2)
+    summary = train.run(cfg, progress=False, echo=lambda _m: None)
+    assert summary["steps"] == 2 and load_model(cfg.out).metadata["training"]["steps"] == 2
+
+
+def test_router_score_placements() -> None:
+    """`error` is the full-rate error itself; `drop-gain` is a different score of the same shape."""
+    from infotok_cli.model import InfoTok, ModelConfig
+    from infotok_cli.router import position_error
+
+    torch.manual_seed(0)
+    model = InfoTok(ModelConfig.from_dict(TINY)).eval()
+    x = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    with torch.no_grad():
+        codes, _ = model.encode(x)
+        error = train.router_score(model, x, codes, "error")
+        gain = train.router_score(model, x, codes, "drop-gain")
+    torch.testing.assert_close(error, position_error(x, model.decode(codes)))
+    assert gain.shape == error.shape and torch.isfinite(gain).all() and not torch.equal(gain, error)
 
 
 def test_init_from_can_grow_the_model(tmp_path: Path, clips: list[Path]) -> None:
