@@ -920,7 +920,7 @@ def eval_(
     rates: Annotated[str, typer.Option(help="Keep rates (token budgets), comma-separated, each 1/16..1.")]
     = "0.25,0.5,0.75,1",
     methods: Annotated[str | None, typer.Option(
-        metavar="LIST", help="Comma-separated subset of: elbo, elbo-global, random, raster, search, fixed, "
+        metavar="LIST", help="Comma-separated subset of: elbo, elbo-error, elbo-global, random, raster, search, fixed, "
                              "x264, x265. Default: all.")] = None,
     no_codecs: Annotated[bool, typer.Option("--no-codecs", help="Skip the x264/x265 comparison.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print {settings, rows, averages, matched_quality} "

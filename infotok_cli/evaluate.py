@@ -5,7 +5,9 @@ back in a stream and compared with the source frame by frame (PSNR over the whol
 SSIM, both from metrics.py, and mean per-frame ST-LPIPS from perceptual.py, AlexNet by default; the
 source's ST-LPIPS features are computed once per video and reused by every method). Methods:
 
-* ``elbo``         the router: top-k positions by full-rate error, the same rate in every window;
+* ``elbo``         the router: top-k positions by the tokenizer's placement (drop gain by default), the
+                   same rate in every window;
+* ``elbo-error``   the same with the paper's placement, top-k by full-rate error (router.py);
 * ``elbo-global``  the router with the ``global`` strategy (rate per window follows its error; the
                    realised keep rate differs from the target and is reported);
 * ``random``       the same token count per window, uniformly random positions (seeded);
@@ -58,7 +60,7 @@ from .plots import atomic_write
 from .router import MIN_RATE, random_mask, raster_prefix_mask
 from .video_io import VideoInfo, iter_frames, probe_video
 
-TOKEN_METHODS = ("elbo", "elbo-global", "random", "raster", "search", "fixed")
+TOKEN_METHODS = ("elbo", "elbo-error", "elbo-global", "random", "raster", "search", "fixed")
 CODEC_METHODS = ("x264", "x265")
 METHODS = TOKEN_METHODS + CODEC_METHODS
 DEFAULT_RATES = (0.25, 0.5, 0.75, 1.0)
@@ -506,8 +508,8 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
         itok = Path(tmp) / "out.itok"
 
         def token_row(src, info, method: str, rate: float, beta: float, strategy: str,
-                      mask_fn=None) -> EvalRow:
-            res = compress_video(src, itok, tok, beta=beta, strategy=strategy, window=window,
+                      mask_fn=None, coder: Tokenizer = tok) -> EvalRow:
+            res = compress_video(src, itok, coder, beta=beta, strategy=strategy, window=window,
                                  overlap=overlap, overwrite=True, mask_fn=mask_fn)
             q = measure_itok(src, info, itok, tok, scorer)
             kept, cap = _window_counts(itok)
@@ -518,7 +520,7 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
                 bits_per_pixel=res.bits_per_pixel, encode_seconds=res.seconds,
                 decode_seconds=q.decode_seconds,
                 keep_rate=res.keep_rate, tokens_kept=res.tokens_kept, tokens_max=res.tokens_max,
-                bpp16=res.bpp16, passes_per_window=float(tok.router_passes), windows=res.windows, window_tokens=kept,
+                bpp16=res.bpp16, passes_per_window=float(coder.router_passes), windows=res.windows, window_tokens=kept,
                 window_capacity=cap)
 
         for src, info in zip(paths, infos, strict=True):
@@ -543,6 +545,9 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
                         continue
                     if method == "elbo":
                         elbo = row = token_row(src, info, "elbo", rate, rate, "window")
+                    elif method == "elbo-error":
+                        by_error = Tokenizer(tok.loaded, tok.device, placement="error")
+                        row = token_row(src, info, method, rate, rate, "window", coder=by_error)
                     elif method == "elbo-global":
                         row = token_row(src, info, method, rate, rate, "global")
                     elif method == "random":
@@ -604,7 +609,8 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
 # ----------------------------------------------------------------------------- plot and table
 
 _STYLE = {
-    "elbo": ("C0", "o", "-"), "elbo-global": ("C1", "s", "--"), "random": ("C2", "v", ":"),
+    "elbo": ("C0", "o", "-"), "elbo-error": ("C7", "o", "--"), "elbo-global": ("C1", "s", "--"),
+    "random": ("C2", "v", ":"),
     "raster": ("C3", "^", ":"), "search": ("C4", "D", "-."), "fixed": ("k", "*", ""),
     "x264": ("C5", "x", "-"), "x265": ("C6", "+", "-"),
 }

@@ -864,7 +864,8 @@ def main(argv: list[str] | None = None) -> int:
             perceptual = None if args.lpips == "none" else load_stlpips(args.lpips, device)
             md += ["## Rate-distortion", "",
                    "Every method of `infotok eval` (see `infotok eval --help`): `elbo` = the router (top-k by "
-                   "drop gain, the same rate in every window), `elbo-global` = the global strategy "
+                   "drop gain, the same rate in every window), `elbo-error` = the same with the paper's "
+                   "placement (top-k by full-rate error), `elbo-global` = the global strategy "
                    "(realised rate reported), `random` / `raster` = the same token count per window placed "
                    "uniformly at random / as raster prefixes, `search` = ElasticTok-style binary search for the "
                    "smallest raster prefix per window whose MSE reaches the router's, `fixed` = all tokens, "

@@ -62,7 +62,7 @@ def report(tokenizer: Tokenizer, moving_video: Path) -> EvalReport:
 def test_every_method_and_rate_is_reported(report: EvalReport) -> None:
     got = {(r.method, r.rate) for r in report.rows}
     skipped = {(s["method"], s["rate"]) for s in report.settings["skipped"]}
-    for method in ("elbo", "elbo-global", "random", "raster", "search", *available_codecs()):
+    for method in ("elbo", "elbo-error", "elbo-global", "random", "raster", "search", *available_codecs()):
         for rate in RATES:
             assert ((method, rate) in got) != ((method, rate) in skipped)
     assert ("fixed", 1.0) in got
@@ -71,7 +71,7 @@ def test_every_method_and_rate_is_reported(report: EvalReport) -> None:
     assert {m for m, _ in skipped} <= {"x265"}
 
 
-@pytest.mark.parametrize("method", ["elbo", "random", "raster"])
+@pytest.mark.parametrize("method", ["elbo", "elbo-error", "random", "raster"])
 def test_same_token_count_per_window(report: EvalReport, method: str) -> None:
     for row in (r for r in report.rows if r.method == method):
         assert len(row.window_tokens) == row.windows == 3
@@ -79,6 +79,12 @@ def test_same_token_count_per_window(report: EvalReport, method: str) -> None:
         assert row.tokens_kept == sum(row.window_tokens)
         assert row.keep_rate == pytest.approx(row.tokens_kept / row.tokens_max)
         assert row.bpp16 == pytest.approx(row.keep_rate + 1 / 16)
+
+
+def test_placements_report_their_network_passes(report: EvalReport) -> None:
+    """elbo (drop gain) = encode + full-rate decode + two probe decodes; elbo-error = the first two."""
+    passes = {r.method: r.passes_per_window for r in report.rows if r.method in ("elbo", "elbo-error")}
+    assert passes == {"elbo": 4.0, "elbo-error": 2.0}
 
 
 def test_fixed_keeps_everything_and_global_reports_its_realised_rate(report: EvalReport) -> None:
@@ -216,7 +222,7 @@ def test_cli_json_plot_and_csv(tiny_weights: Path, moving_video: Path, tmp_path:
     out = json.loads(proc.stdout)
     s = out["settings"]
     assert s["rates"] == RATES and s["window"] == WINDOW and s["videos"] == [moving_video.name]
-    assert set(s["methods"]) == {"elbo", "elbo-global", "random", "raster", "search", "fixed",
+    assert set(s["methods"]) == {"elbo", "elbo-error", "elbo-global", "random", "raster", "search", "fixed",
                                  *available_codecs()}
     row_fields = {f.name for f in fields(EvalRow)}
     assert out["rows"] and all(set(r) == row_fields for r in out["rows"])
