@@ -801,8 +801,9 @@ def main(argv: list[str] | None = None) -> int:
                    "overlaps and encoding the output video (decompress).", "", parts_table(speeds), ""]
             shares = [100 * (s.parts_c["full-rate decode"] + s.parts_c["probe decodes"]) / sum(s.parts_c.values())
                       for s in speeds]
-            md += [f"The router's three extra decodes take {min(shares):.0f}-{max(shares):.0f}% of compress time.",
-                   ""]
+            span = f"{min(shares):.0f}" if round(min(shares)) == round(max(shares)) else \
+                f"{min(shares):.0f}-{max(shares):.0f}"
+            md += [f"The router's three extra decodes take {span}% of compress time.", ""]
 
         # ------------------------------------------------------------------ memory
         if "memory" not in skip:

@@ -97,7 +97,7 @@ def glance_rows(bench: str) -> list[tuple[str, str]]:
     search = row(rd, method="search", rate="0.5")
     rows.append(("ElasticTok-style search at the router's quality",
                  f"{search['keep']} of the tokens where the router keeps 0.5; {search['passes/window']} passes "
-                 "per window instead of 2" if search else "-"))
+                 f"per window instead of {elbo.get('passes/window', '-')}" if search else "-"))
 
     x264 = row(rd, method="x264", rate="0.5")
     rows.append(("x264 at the router's file size, keep 0.5",
