@@ -494,6 +494,7 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
         except PerceptualError as exc:
             raise EvalError(str(exc)) from None
     infos = [probe_video(p) for p in paths]  # fail on a bad input before any long work starts
+    by_error = Tokenizer(tok.loaded, tok.device, placement="error")  # the same model, the paper's placement
     total = _steps(methods, rates) * len(paths)
     done = 0
     rows: list[EvalRow] = []
@@ -546,7 +547,6 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
                     if method == "elbo":
                         elbo = row = token_row(src, info, "elbo", rate, rate, "window")
                     elif method == "elbo-error":
-                        by_error = Tokenizer(tok.loaded, tok.device, placement="error")
                         row = token_row(src, info, method, rate, rate, "window", coder=by_error)
                     elif method == "elbo-global":
                         row = token_row(src, info, method, rate, rate, "global")
