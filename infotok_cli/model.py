@@ -487,14 +487,18 @@ class InfoTok(nn.Module):
 
     def decode(self, codes: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B,t,h,w,6] and keep mask [B,t,h,w] (True = sent) -> frames [B,3,T,H,W]."""
+        return self.decoder(self.decompress(codes, keep).permute(0, 4, 1, 2, 3))
+
+    def decompress(self, codes: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The decode up to the pixel decoder: codes and keep mask -> latents [B,t,h,w,D]."""
         y = self.from_code(codes.to(self.from_code.weight.dtype))
         if keep is not None:
             y = torch.where(keep[..., None], y, self.dropped_token.to(y.dtype))
         if self.cfg.layout == "serial":
-            y = self.dec_out(self.decompressor(y))
-        elif self.adaptive:
+            return self.dec_out(self.decompressor(y))
+        if self.adaptive:
             y = y + self.decompressor_out(self.decompressor(self.decompressor_in(y)))
-        return self.decoder(y.permute(0, 4, 1, 2, 3))
+        return y
 
     def decode_indices(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Token indices [B,t,h,w] (values at dropped positions are ignored) -> frames."""

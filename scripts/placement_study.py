@@ -12,7 +12,12 @@ decoded window is measured (20 log10(255 / sqrt(MSE over the video)), averaged o
 * drop-gain-half-error: dropped minus half the full-rate error;
 * drop-gain-2-pairs: drop gain averaged over two pairs of probe halves (four probe decodes);
 * checkerboard: drop gain with a spatio-temporal checkerboard instead of a random half;
-* k-probes (rates below 0.5): drop gain from two probes that each send a disjoint random k tokens.
+* k-probes (rates below 0.5): drop gain from two probes that each send a disjoint random k tokens;
+* deviation: how far dropping a position moves the decoded pixels from the full-rate decode (mean
+  |x_probe - x_full| over the position's pixels, same two probe halves as drop-gain);
+* latent-deviation: the same in latent space, on the decompressor's output (mean |y_probe - y_full|
+  over the latent dimensions), so its probes skip the pixel decoder. The seconds of one probe
+  decompress and one probe decode are printed per clip.
 
     python scripts/placement_study.py --model FILE_OR_NAME [--rates 0.5,0.25]
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +57,25 @@ def study(tok: Tokenizer, frames: np.ndarray, rates: list[float]) -> dict[float,
     def dropped_error(half: torch.Tensor) -> torch.Tensor:
         return torch.where(half, error_when(~half), error_when(half))
 
+    keep_all = torch.ones(shape, dtype=torch.bool)
+    x_full = tok.reconstruct(a.indices, keep_all).float()
+    codes = tok.model.quantizer.indices_to_codes(a.indices[None])
+
+    def latents(keep: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), tok.autocast():
+            return tok.model.decompress(codes, keep[None]).float()[0]
+
+    y_full = latents(keep_all)
+    half = probe_half(shape)
+    t0 = time.perf_counter()
+    y_half, y_rest = latents(half), latents(~half)
+    t1 = time.perf_counter()
+    x_half, x_rest = tok.reconstruct(a.indices, half).float(), tok.reconstruct(a.indices, ~half).float()
+    t2 = time.perf_counter()
+    print(f"probe pair: decompress {t1 - t0:.3f} s, full decode {t2 - t1:.3f} s", file=sys.stderr)
+    deviation = torch.where(half, position_error(x_full, x_rest)[0], position_error(x_full, x_half)[0])
+    latent_deviation = torch.where(half, (y_rest - y_full).abs().mean(-1), (y_half - y_full).abs().mean(-1))
+
     def psnr(keep: torch.Tensor) -> float:
         return psnr_video(to_frames(tok.reconstruct(a.indices, keep), n_frames, height, width), frames)
 
@@ -60,7 +85,7 @@ def study(tok: Tokenizer, frames: np.ndarray, rates: list[float]) -> dict[float,
     checker = dropped_error((t + i + j) % 2 == 0)
     scores = {"error": full, "dropped": dropped, "drop-gain": dropped - full,
               "drop-gain-half-error": dropped - full / 2, "drop-gain-2-pairs": (dropped + second) / 2 - full,
-              "checkerboard": checker - full}
+              "checkerboard": checker - full, "deviation": deviation, "latent-deviation": latent_deviation}
     out: dict[float, dict[str, float]] = {}
     for rate in rates:
         k = tokens_for_rate(rate, n)
