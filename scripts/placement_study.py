@@ -16,8 +16,8 @@ decoded window is measured (20 log10(255 / sqrt(MSE over the video)), averaged o
 * deviation: how far dropping a position moves the decoded pixels from the full-rate decode (mean
   |x_probe - x_full| over the position's pixels, same two probe halves as drop-gain);
 * latent-deviation: the same in latent space, on the decompressor's output (mean |y_probe - y_full|
-  over the latent dimensions), so its probes skip the pixel decoder. The seconds of one probe
-  decompress and one probe decode are printed per clip.
+  over the latent dimensions), so its probes skip the pixel decoder. The seconds a probe pair takes
+  to decompress and to decode in full are printed per clip.
 
     python scripts/placement_study.py --model FILE_OR_NAME [--rates 0.5,0.25]
 """
