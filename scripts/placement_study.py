@@ -54,8 +54,12 @@ def study(tok: Tokenizer, frames: np.ndarray, rates: list[float]) -> dict[float,
     def error_when(keep: torch.Tensor) -> torch.Tensor:
         return position_error(x, tok.reconstruct(a.indices, keep).float())[0]
 
+    def when_dropped(half: torch.Tensor, at_half: torch.Tensor, at_rest: torch.Tensor) -> torch.Tensor:
+        """Each position's value from the probe that drops it (`half` sends it, so `~half` drops it)."""
+        return torch.where(half, at_rest, at_half)
+
     def dropped_error(half: torch.Tensor) -> torch.Tensor:
-        return torch.where(half, error_when(~half), error_when(half))
+        return when_dropped(half, error_when(half), error_when(~half))
 
     keep_all = torch.ones(shape, dtype=torch.bool)
     x_full = tok.reconstruct(a.indices, keep_all).float()
@@ -65,21 +69,22 @@ def study(tok: Tokenizer, frames: np.ndarray, rates: list[float]) -> dict[float,
         with torch.no_grad(), tok.autocast():
             return tok.model.decompress(codes, keep[None]).float()[0]
 
-    y_full = latents(keep_all)
+    # The drop-gain probe pair, decoded once for the rules that share it.
     half = probe_half(shape)
+    y_full = latents(keep_all)
     t0 = time.perf_counter()
     y_half, y_rest = latents(half), latents(~half)
     t1 = time.perf_counter()
     x_half, x_rest = tok.reconstruct(a.indices, half).float(), tok.reconstruct(a.indices, ~half).float()
     t2 = time.perf_counter()
     print(f"probe pair: decompress {t1 - t0:.3f} s, full decode {t2 - t1:.3f} s", file=sys.stderr)
-    deviation = torch.where(half, position_error(x_full, x_rest)[0], position_error(x_full, x_half)[0])
-    latent_deviation = torch.where(half, (y_rest - y_full).abs().mean(-1), (y_half - y_full).abs().mean(-1))
+    dropped = when_dropped(half, position_error(x, x_half)[0], position_error(x, x_rest)[0])
+    deviation = when_dropped(half, position_error(x_full, x_half)[0], position_error(x_full, x_rest)[0])
+    latent_deviation = when_dropped(half, (y_half - y_full).abs().mean(-1), (y_rest - y_full).abs().mean(-1))
 
     def psnr(keep: torch.Tensor) -> float:
         return psnr_video(to_frames(tok.reconstruct(a.indices, keep), n_frames, height, width), frames)
 
-    dropped = dropped_error(probe_half(shape))
     second = dropped_error(probe_half(shape, torch.Generator().manual_seed(1)))
     t, i, j = torch.meshgrid(*(torch.arange(d) for d in shape), indexing="ij")
     checker = dropped_error((t + i + j) % 2 == 0)
