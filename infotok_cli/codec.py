@@ -41,6 +41,7 @@ from .video_io import VideoInfo, VideoWriter, iter_frames, probe_video
 from .weights import LoadedModel
 
 CHUNK_PIXELS = 1 << 22  # pixels per chunk of the per-frame convolution stages
+AUTOCAST_DTYPE = torch.bfloat16  # the precision the model runs in (weights stored so by the Tokenizer)
 Progress = Callable[[int, int], None]  # (frames done, frames total)
 MaskFn = Callable[[torch.Tensor, int], torch.Tensor]  # (placement score [t,h,w], k) -> keep mask
 
@@ -162,7 +163,7 @@ class Tokenizer:
             raise CodecError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
         self.loaded = loaded
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.model: InfoTok = loaded.model.to(self.device).eval()
+        self.model: InfoTok = loaded.model.to(self.device).for_inference_(AUTOCAST_DTYPE)
         self.placement = placement
 
     @property
@@ -171,7 +172,7 @@ class Tokenizer:
         return 4 if self.placement == "drop-gain" else 2
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPE)
 
     def bound_chunks(self, height: int, width: int) -> None:
         """Size the per-frame 2-D stages' chunks to about 4 Mpixels, so peak memory does not grow with
