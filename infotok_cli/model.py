@@ -230,20 +230,27 @@ class Decoder(nn.Module):
         x = self.quarter(F.pixel_shuffle(self.up(x), 2))
         return F.pixel_shuffle(self.head(F.silu(x)), 4)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, frame_stride: int = 1) -> torch.Tensor:
+        """frame_stride 2 or 4 decodes only frames 0, s, 2s, ... (the router's probe decodes: the 2-D
+        stage, most of the decoder's cost, then runs on 1/s of the frames)."""
+        if frame_stride not in (1, 2, 4):
+            raise ValueError(f"frame_stride must be 1, 2 or 4, got {frame_stride}")
         z = self.temporal(z)
         b, _, t, h, w = z.shape
+        per_latent = TEMPORAL_STRIDE // frame_stride  # decoded frames per latent frame
         zt = z.permute(0, 2, 1, 3, 4)  # [B,t,D,h,w]
         out: torch.Tensor | None = None  # filled chunk by chunk: no second copy of the window
         for t0 in range(0, t, self.frame_chunk):
             t1 = min(t, t0 + self.frame_chunk)
             f = self.unfold_time(zt[:, t0:t1].flatten(0, 1))  # [B*(t1-t0), 4*c8, h, w]
-            f = f.reshape(-1, self.c8, h, w)  # 4 frames per latent frame
-            frames = self.per_frame(f).reshape(b, TEMPORAL_STRIDE * (t1 - t0), 3, 8 * h, 8 * w)
+            f = f.reshape(b * (t1 - t0), TEMPORAL_STRIDE, self.c8, h, w)  # 4 frames per latent frame
+            # The last of each group of 4 is frame 4i; keep every frame_stride-th counting back from it.
+            f = f[:, (TEMPORAL_STRIDE - 1) % frame_stride :: frame_stride].flatten(0, 1)
+            frames = self.per_frame(f).reshape(b, per_latent * (t1 - t0), 3, 8 * h, 8 * w)
             if out is None:
-                out = frames.new_empty(b, 3, TEMPORAL_STRIDE * t, 8 * h, 8 * w)
-            out[:, :, TEMPORAL_STRIDE * t0 : TEMPORAL_STRIDE * t1] = frames.permute(0, 2, 1, 3, 4)
-        return out[:, :, TEMPORAL_STRIDE - 1 :]  # drop the three causal-padding frames
+                out = frames.new_empty(b, 3, per_latent * t, 8 * h, 8 * w)
+            out[:, :, per_latent * t0 : per_latent * t1] = frames.permute(0, 2, 1, 3, 4)
+        return out[:, :, per_latent - 1 :]  # drop the causal-padding frames in front of frame 0
 
 
 # ----------------------------------------------------------------------------- transformer
@@ -507,9 +514,10 @@ class InfoTok(nn.Module):
             z = self.code_norm(z)
         return self.to_code(z)
 
-    def decode(self, codes: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """codes [B,t,h,w,6] and keep mask [B,t,h,w] (True = sent) -> frames [B,3,T,H,W]."""
-        return self.decoder(self.decompress(codes, keep).permute(0, 4, 1, 2, 3))
+    def decode(self, codes: torch.Tensor, keep: torch.Tensor | None = None, frame_stride: int = 1) -> torch.Tensor:
+        """codes [B,t,h,w,6] and keep mask [B,t,h,w] (True = sent) -> frames [B,3,T,H,W] (with
+        frame_stride s, only frames 0, s, 2s, ...: see Decoder.forward)."""
+        return self.decoder(self.decompress(codes, keep).permute(0, 4, 1, 2, 3), frame_stride)
 
     def decompress(self, codes: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """The decode up to the pixel decoder: codes and keep mask -> latents [B,t,h,w,D]."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model import SPATIAL_STRIDE, TEMPORAL_STRIDE, latent_frames
+from .model import SPATIAL_STRIDE, TEMPORAL_STRIDE
 
 STRATEGIES = ("window", "global", "video")
 PLACEMENTS = ("drop-gain", "error")
@@ -28,19 +28,23 @@ MIN_RATE = 1 / 16
 PROBE_SEED = 0  # the probe halves are fixed, so compressing the same video twice gives the same file
 
 
-def position_error(x: torch.Tensor, x_full: torch.Tensor) -> torch.Tensor:
+def position_error(x: torch.Tensor, x_full: torch.Tensor, frame_stride: int = 1) -> torch.Tensor:
     """Per-latent-position error e[b, t, i, j]: mean over channels of |x - x_full|, averaged over the
     pixels the position covers (frame 0 alone for latent frame 0, then groups of 4 frames; 8x8 blocks).
 
-    x, x_full: [B,3,T,H,W] with T = 1 + 4k and H, W multiples of 8. Computed in float32 so that the
-    ranking does not depend on the autocast precision of the model.
+    x, x_full: [B,3,T,H,W] with T = 1 + 4k and H, W multiples of 8; or, with frame_stride s (2 or 4),
+    only frames 0, s, 2s, ... of such a window (each position then averages the frames of its group
+    that are there). Computed in float32 so that the ranking does not depend on the autocast precision
+    of the model.
     """
     b, _, n, h, w = x.shape
-    t = latent_frames(n)
+    # latent frame of each frame given: frame f belongs to latent frame ceil(f / 4)
+    latent = [(k * frame_stride + TEMPORAL_STRIDE - 1) // TEMPORAL_STRIDE for k in range(n)]
+    t = latent[-1] + 1
     error = torch.empty(b, t, h // SPATIAL_STRIDE, w // SPATIAL_STRIDE, dtype=torch.float32, device=x.device)
     # One latent frame at a time, so only a few frames' worth of float32 differences exist at once.
     for i in range(t):
-        first, last = (0, 1) if i == 0 else (1 + TEMPORAL_STRIDE * (i - 1), 1 + TEMPORAL_STRIDE * i)
+        first, last = latent.index(i), n - latent[::-1].index(i)
         diff = (x[:, :, first:last].float() - x_full[:, :, first:last].float()).abs_().mean(dim=(1, 2))
         error[:, i] = F.avg_pool2d(diff[:, None], SPATIAL_STRIDE)[:, 0]
     return error
@@ -55,17 +59,18 @@ def probe_half(shape: tuple[int, ...], generator: torch.Generator | None = None)
 
 
 def drop_gain(x: torch.Tensor, full_error: torch.Tensor, decode: Callable[[torch.Tensor], torch.Tensor],
-              half: torch.Tensor) -> torch.Tensor:
+              half: torch.Tensor, frame_stride: int = 1) -> torch.Tensor:
     """What sending each token saves: its position's error when the token is dropped (while a random half
     of the others are sent) minus its error at full rate.
 
     x: [B,3,T,H,W]; full_error: position_error of the full-rate decode, [B,t,h,w]; decode(keep) decodes
     the window's tokens with keep mask [B,t,h,w]; half: bool [t,h,w] or [B,t,h,w] (see probe_half).
-    Two decodes, run one after the other so that only one reconstruction exists at a time.
+    Two decodes, run one after the other so that only one reconstruction exists at a time. With
+    frame_stride s, x and the decodes hold frames 0, s, 2s, ... only (see position_error).
     """
     half = half.to(full_error.device).expand_as(full_error)
-    dropped = torch.where(half, 0.0, position_error(x, decode(half)))
-    dropped += torch.where(half, position_error(x, decode(~half)), 0.0)
+    dropped = torch.where(half, 0.0, position_error(x, decode(half), frame_stride))
+    dropped += torch.where(half, position_error(x, decode(~half), frame_stride), 0.0)
     return dropped - full_error
 
 

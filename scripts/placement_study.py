@@ -17,7 +17,9 @@ decoded window is measured (20 log10(255 / sqrt(MSE over the video)), averaged o
   |x_probe - x_full| over the position's pixels, same two probe halves as drop-gain);
 * latent-deviation: the same in latent space, on the decompressor's output (mean |y_probe - y_full|
   over the latent dimensions), so its probes skip the pixel decoder. The seconds a probe pair takes
-  to decompress and to decode in full are printed per clip.
+  to decompress and to decode in full are printed per clip;
+* drop-gain-frames-2, drop-gain-frames-4: drop gain from probe decodes of every 2nd / 4th frame only
+  (the full-rate error likewise), which cuts the probes' pixel decoding to 1/2 / 1/4.
 
     python scripts/placement_study.py --model FILE_OR_NAME [--rates 0.5,0.25]
 """
@@ -82,6 +84,13 @@ def study(tok: Tokenizer, frames: np.ndarray, rates: list[float]) -> dict[float,
     deviation = when_dropped(half, position_error(x_full, x_half)[0], position_error(x_full, x_rest)[0])
     latent_deviation = when_dropped(half, (y_half - y_full).abs().mean(-1), (y_rest - y_full).abs().mean(-1))
 
+    def strided_drop_gain(stride: int) -> torch.Tensor:
+        xs = x[:, :, ::stride]
+        with torch.no_grad(), tok.autocast():
+            at_half, at_rest = (position_error(xs, tok.model.decode(codes, keep[None], stride).float(), stride)[0]
+                                for keep in (half, ~half))
+        return when_dropped(half, at_half, at_rest) - position_error(xs, x_full[:, :, ::stride], stride)[0]
+
     def psnr(keep: torch.Tensor) -> float:
         return psnr_video(to_frames(tok.reconstruct(a.indices, keep), n_frames, height, width), frames)
 
@@ -90,7 +99,8 @@ def study(tok: Tokenizer, frames: np.ndarray, rates: list[float]) -> dict[float,
     checker = dropped_error((t + i + j) % 2 == 0)
     scores = {"error": full, "dropped": dropped, "drop-gain": dropped - full,
               "drop-gain-half-error": dropped - full / 2, "drop-gain-2-pairs": (dropped + second) / 2 - full,
-              "checkerboard": checker - full, "deviation": deviation, "latent-deviation": latent_deviation}
+              "checkerboard": checker - full, "deviation": deviation, "latent-deviation": latent_deviation,
+              "drop-gain-frames-2": strided_drop_gain(2), "drop-gain-frames-4": strided_drop_gain(4)}
     out: dict[float, dict[str, float]] = {}
     for rate in rates:
         k = tokens_for_rate(rate, n)

@@ -90,6 +90,57 @@ def test_grow_adds_identity_blocks_and_rejects_other_changes() -> None:
         grow(bidirectional, TINY)
 
 
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_decode_with_a_frame_stride_gives_those_frames_of_the_full_decode(stride: int) -> None:
+    torch.manual_seed(0)
+    model = InfoTok(TINY).eval()
+    for p in model.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    x = torch.rand(1, 3, 13, 16, 24) * 2 - 1
+    with torch.no_grad():
+        codes, _ = model.encode(x)
+        keep = torch.rand(codes.shape[:-1]) < 0.5
+        full, strided = model.decode(codes, keep), model.decode(codes, keep, stride)
+    assert strided.shape == (1, 3, 1 + 12 // stride, 16, 24)
+    torch.testing.assert_close(strided, full[:, :, ::stride], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        model.decode(codes, keep, 3)
+
+
+def test_inference_preparation_does_not_change_bf16_results() -> None:
+    """for_inference_ stores weights in the autocast dtype (what autocast casts them to anyway) and the
+    2-D convolutions channels-last: under autocast the results match the unprepared model's up to the
+    rounding of a different kernel order."""
+    torch.manual_seed(0)
+    model = InfoTok(TINY).eval()
+    for p in model.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    prepared = InfoTok(TINY)
+    prepared.load_state_dict(model.state_dict())
+    prepared.for_inference_(torch.bfloat16)
+    assert not prepared.training
+    assert prepared.decoder.head.weight.dtype == torch.bfloat16
+    assert prepared.decoder.head.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = model.pre_codes(x).float(), prepared.pre_codes(x).float()
+        assert (a - b).abs().max().item() < 0.05 * a.abs().max().item()
+        codes, _ = model.encode(x)
+        ya, yb = model.decode(codes).float(), prepared.decode(codes).float()
+    assert (ya - yb).abs().mean().item() < 0.01
+
+
+def test_attention_mask_is_none_only_when_it_hides_nothing() -> None:
+    both_ways = InfoTok(ModelConfig.from_dict({**TINY.to_dict(), "causal_attention": False})).compressor
+    causal = InfoTok(ModelConfig.from_dict({**TINY.to_dict(), "causal_attention": True})).compressor
+    win = both_ways.win
+    assert both_ways.attention_mask(3, win, win, win, win, 1, "cpu") is None
+    padded = both_ways.attention_mask(3, win - 1, win, win, win, 1, "cpu")  # a padded row of keys
+    assert padded is not None and not bool(padded.all())
+    assert causal.attention_mask(3, win, win, win, win, 1, "cpu") is not None
+
+
 def test_causal_attention_hides_later_frames_and_bidirectional_does_not() -> None:
     torch.manual_seed(0)
     x = torch.rand(1, 3, 9, 16, 16) * 2 - 1

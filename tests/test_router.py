@@ -50,6 +50,22 @@ def test_position_error_matches_direct_loop(frames: int) -> None:
     torch.testing.assert_close(got.double(), position_error_loop(x, y), rtol=1e-5, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_position_error_of_strided_frames_averages_the_frames_given(stride: int) -> None:
+    """With every s-th frame only, each position averages the frames of its latent group that are there."""
+    g = torch.Generator().manual_seed(stride)
+    x = torch.rand(1, 3, 13, 16, 16, generator=g) * 2 - 1
+    y = torch.rand(1, 3, 13, 16, 16, generator=g) * 2 - 1
+    got = position_error(x[:, :, ::stride], y[:, :, ::stride], stride)
+    diff = (x - y).abs().mean(dim=1)  # [1, 13, 16, 16]
+    groups = [[0]] + [[f for f in range(4 * t - 3, 4 * t + 1) if f % stride == 0] for t in range(1, 4)]
+    want = torch.stack([diff[:, g].mean(dim=1) for g in groups], dim=1)
+    want = torch.nn.functional.avg_pool2d(want, 8)
+    assert got.shape == (1, 4, 2, 2)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_position_error_localises_a_difference() -> None:
     """Changing one pixel of frame 6 only raises latent frame 2 (frames 5-8) at its 8x8 block."""
     x = torch.zeros(1, 3, 9, 16, 16)
