@@ -345,6 +345,8 @@ class TokenTransformer(nn.Module):
                        device) -> torch.Tensor | None:
         """Boolean mask [batch*windows, 1, L, L]: block-causal in time (unless the model attends both
         ways in time), padded keys hidden; None when it would hide nothing."""
+        if not self.causal and (hp, wp) == (h, w):
+            return None  # nothing hidden: without a mask, scaled_dot_product_attention takes its fused kernel
         win, area = self.win, self.win * self.win
         frame = torch.arange(t, device=device).repeat_interleave(area)
         causal = frame[None, :] <= frame[:, None]  # [L, L]
@@ -355,9 +357,6 @@ class TokenTransformer(nn.Module):
         valid = valid.view(hp // win, win, wp // win, win).permute(0, 2, 1, 3).reshape(-1, area)
         valid = valid.repeat(1, t)  # [windows, L]
         mask = causal[None] & valid[:, None, :]
-        if bool(mask.all()):
-            # Nothing hidden: without a mask, scaled_dot_product_attention takes its fused kernel.
-            return None
         return mask[:, None].repeat(batch, 1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
