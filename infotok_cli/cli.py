@@ -462,8 +462,8 @@ def compress(
         help="With --target-psnr: cap each window at this BPP16 (keep rate X - 1/16).", show_default=False)]
     = None,
     placement: Annotated[Placement, typer.Option(
-        help="Which positions keep their tokens: drop-gain (what each token saves; two probe decodes per "
-             "window) or error (full-rate error alone: faster, lower quality).")] = Placement.drop_gain,
+        help="Which positions keep their tokens: drop-gain (what each token saves, from two probe decodes "
+             "per window) or error (full-rate error alone: faster, lower quality).")] = Placement.drop_gain,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not keep the input's audio.")] = False,
     window: WindowOpt = 33,
     overlap: OverlapOpt = 3,

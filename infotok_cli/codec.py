@@ -28,8 +28,8 @@ from .router import (
     MIN_RATE,
     PLACEMENTS,
     STRATEGIES,
-    drop_gain,
     position_error,
+    probe_errors,
     probe_half,
     tokens_for_quality,
     tokens_for_rate,
@@ -136,7 +136,8 @@ def to_frames(x: torch.Tensor, n: int, h: int, w: int) -> np.ndarray:
 @dataclass
 class WindowAnalysis:
     """The router's view of one window: all token indices, the per-position full-rate error (which sets
-    the window's rate) and the placement score (the top k of it keep their tokens)."""
+    the window's rate; estimated from the drop-gain probes when the full-rate decode is skipped, see
+    Tokenizer.analyse) and the placement score (the top k of it keep their tokens)."""
 
     start: int
     count: int
@@ -167,9 +168,17 @@ class Tokenizer:
         self.placement = placement
 
     @property
+    def skips_full_decode(self) -> bool:
+        """Drop-gain placement with weights that carry e_ref_probe: the probes give both the placement and
+        the window's error estimate, so the full-rate decode is not needed (unless a PSNR is measured)."""
+        return self.placement == "drop-gain" and self.loaded.e_ref_probe is not None
+
+    @property
     def router_passes(self) -> int:
         """Network passes per window before any token is chosen: encode, full-rate decode, probes."""
-        return 4 if self.placement == "drop-gain" else 2
+        if self.placement == "error":
+            return 2
+        return 3 if self.skips_full_decode else 4
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPE)
@@ -183,23 +192,33 @@ class Tokenizer:
     @torch.no_grad()
     def analyse(self, frames: np.ndarray, start: int, padded_hw: tuple[int, int],
                 measure: bool = False) -> WindowAnalysis:
-        """Encode a window, decode all its tokens once (the full-rate pass) and measure the error, then
-        score the positions for placement; with `measure`, also the PSNR of that full-rate reconstruction
-        against `frames`."""
+        """Encode a window and score its positions for placement; the full-rate error sets its rate.
+
+        `error` placement: decode all tokens once (the full-rate pass) and rank by that error.
+        `drop-gain`: two probe decodes give the drop gains; if the weights carry e_ref_probe, the
+        window's full-rate error is estimated from the same probes (probe error x e_ref / e_ref_probe)
+        and the full-rate decode is skipped. With `measure`, the full-rate decode always runs, for the
+        PSNR of that reconstruction against `frames` (and the error is then the measured one).
+        """
         self.bound_chunks(*padded_hw)
         x, codes, indices = self.encode_window(frames, padded_hw)
-        x_full = self.decode_full(codes)
-        error = self.full_rate_error(x, x_full)
-        full_psnr = None
-        if measure:
-            n, h, w, _ = frames.shape
-            full_psnr = psnr_video(to_frames(x_full, n, h, w), frames)
-        del x_full  # before the probe decodes, so that one reconstruction exists at a time
-        score = self.placement_score(x, codes, error) if self.placement == "drop-gain" else None
+        error = full_psnr = None
+        if measure or not self.skips_full_decode:
+            x_full = self.decode_full(codes)
+            error = self.full_rate_error(x, x_full)
+            if measure:
+                n, h, w, _ = frames.shape
+                full_psnr = psnr_video(to_frames(x_full, n, h, w), frames)
+            del x_full  # before the probe decodes, so that one reconstruction exists at a time
+        score = None
+        if self.placement == "drop-gain":
+            score, sent = self.probe_scores(x, codes)
+            if error is None:
+                error = sent * (self.loaded.e_ref / self.loaded.e_ref_probe)
         return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(), error,
                               full_psnr, score)
 
-    # analyse()'s three parts, separate so that a profiler (scripts/bench.py) can time each one
+    # analyse()'s parts, separate so that a profiler (scripts/bench.py) can time each one
     def encode_window(self, frames: np.ndarray, padded_hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         """uint8 frames -> (model input, codes, token indices)."""
         x = to_model_input(frames, padded_hw, self.device)
@@ -213,14 +232,16 @@ class Tokenizer:
     def full_rate_error(self, x: torch.Tensor, x_full: torch.Tensor) -> torch.Tensor:
         return position_error(x, x_full)[0].cpu()
 
-    def placement_score(self, x: torch.Tensor, codes: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
-        """The drop gain of every position (router.drop_gain, fixed probe half): two decodes."""
+    def probe_scores(self, x: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(drop gain, error where sent) of every position [t,h,w] from the two probe decodes
+        (router.probe_errors, fixed probe half)."""
 
         def decode(keep: torch.Tensor) -> torch.Tensor:
             with self.autocast():
                 return self.model.decode(codes, keep)
 
-        return drop_gain(x, error[None].to(x.device), decode, probe_half(tuple(error.shape)))[0].cpu()
+        dropped, sent = probe_errors(x, decode, probe_half(tuple(codes.shape[1:-1])))
+        return (dropped - sent)[0].cpu(), sent[0].cpu()
 
     def window_psnr(self, a: WindowAnalysis, keep: torch.Tensor, frames: np.ndarray) -> float:
         """PSNR of window `a` decoded from the tokens in `keep`, as a receiver decodes it (one pass)."""

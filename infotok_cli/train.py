@@ -16,14 +16,17 @@ positions the router would keep (`placement`: "error", the largest full-rate err
 the largest drop gains from two more gradient-free probe decodes with a fresh random half each step;
 router.py), decode the kept tokens with gradients, and minimise
 L1 + w x (1 - SSIM), optionally + w' x ST-LPIPS on a few frames per clip (`lpips_weight`; the paper
-trains with 0.1 x LPIPS).
+trains with 0.1 x LPIPS). `pixel_loss: "rmse"` swaps L1 for the batch's root mean squared error: the
+same minimiser as MSE, so it aims at PSNR (L1 aims at the median error), with gradients of L1's scale,
+so the other terms keep their weights.
 Two FSQ terms keep the codebook in use: the range penalty (`code_range_weight`) and, optionally, a
 usage penalty that spreads each digit's levels over the batch (`code_usage_weight`).
 
 Runs on one process, or on many with torch.distributed (DDP; launch with torchrun; gloo on CPU,
 nccl on GPU). Checkpoints are safetensors files (no pickle) in the run directory; `resume=True` continues
-from the latest one. At the end the EMA weights, the config, e_ref (mean full-rate per-position error
-over training data) and a training summary are written to `out`.
+from the latest one. At the end the EMA weights, the config, e_ref and e_ref_probe (mean per-position
+error over training data of the full-rate decode and of the drop-gain probes: reference_errors) and a
+training summary are written to `out`.
 """
 
 from __future__ import annotations
@@ -52,11 +55,20 @@ from torch import nn
 from .codebook import token_entropy
 from .metrics import ssim_loss
 from .model import InfoTok, ModelConfig, count_parameters, grow
-from .router import PLACEMENTS, drop_gain, position_error, probe_half, tokens_for_rate, top_k_mask
+from .router import (
+    PLACEMENTS,
+    drop_gain,
+    position_error,
+    probe_errors,
+    probe_half,
+    tokens_for_rate,
+    top_k_mask,
+)
 from .video_io import iter_frames
 from .weights import load_model, save_weights, sha256_file
 
 STAGES = ("base", "adaptive", "full")
+PIXEL_LOSSES = ("l1", "rmse")
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
 
 
@@ -79,6 +91,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.99)
     ema_decay: float = 0.999
+    pixel_loss: str = "l1"  # "l1" or "rmse" (aims at PSNR; see the module docstring)
     ssim_weight: float = 0.2
     lpips_weight: float = 0.0  # if > 0: + this x ST-LPIPS (AlexNet, shipped weights) of sampled frames
     lpips_frames: int = 4  # frames per clip that the ST-LPIPS term sees (the trunk is the costly part)
@@ -121,6 +134,8 @@ def config_from_dict(d: dict) -> TrainConfig:
     cfg = TrainConfig(**kwargs)
     if cfg.placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {cfg.placement!r}")
+    if cfg.pixel_loss not in PIXEL_LOSSES:
+        raise ValueError(f"pixel_loss must be one of {', '.join(PIXEL_LOSSES)}, got {cfg.pixel_loss!r}")
     if cfg.stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
     if cfg.clip_frames < 1 or (cfg.clip_frames - 1) % 4:
@@ -260,10 +275,10 @@ def router_score(model: InfoTok, x: torch.Tensor, codes: torch.Tensor, placement
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """The router's placement score [B,t,h,w] of a batch (top-k of it is kept): the full-rate error, or
     the drop gain (router.drop_gain; probe half from `generator`, or the fixed one the codec uses)."""
-    error = position_error(x, model.decode(codes))
     if placement == "error":
-        return error
-    return drop_gain(x, error, lambda keep: model.decode(codes, keep), probe_half(error.shape[1:], generator))
+        return position_error(x, model.decode(codes))
+    half = probe_half(tuple(codes.shape[1:-1]), generator)
+    return drop_gain(x, lambda keep: model.decode(codes, keep), half)
 
 
 def as_frames(clips: torch.Tensor) -> torch.Tensor:
@@ -293,6 +308,14 @@ def lr_at(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
         progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     progress = min(1.0, progress)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def pixel_loss(y: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """The reconstruction term: mean absolute error, or root mean squared error over the whole batch."""
+    if kind == "rmse":
+        # The epsilon keeps the gradient finite at zero error.
+        return ((y - x).square().mean() + 1e-8).sqrt()
+    return (y - x).abs().mean()
 
 
 def psnr_pm1(y: torch.Tensor, x: torch.Tensor) -> float:
@@ -385,15 +408,20 @@ def fixed_windows(videos: list[torch.Tensor], frames: int, size: int) -> list[to
 
 
 @torch.no_grad()
-def reference_error(model: InfoTok, clips: list[torch.Tensor], bf16: bool) -> float:
-    """e_ref: the mean per-position full-rate error (in [0, 2] pixel units) over the given windows."""
+def reference_errors(model: InfoTok, clips: list[torch.Tensor], bf16: bool) -> tuple[float, float]:
+    """(e_ref, e_ref_probe): the mean per-position error (in [0, 2] pixel units) over the given windows
+    of the full-rate decode, and of the drop-gain probes where each position's token is sent
+    (router.probe_errors, the codec's fixed half). The codec estimates a window's full-rate error from
+    its probes as probe error x e_ref / e_ref_probe, which spares the full-rate decode."""
     model.eval()
-    values = []
+    full, probe = [], []
     for x in clips:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             codes, _ = model.encode(x)
-            values.append(position_error(x, model.decode(codes)).mean().item())
-    return float(np.mean(values))
+            full.append(position_error(x, model.decode(codes)).mean().item())
+            half = probe_half(tuple(codes.shape[1:-1]))
+            probe.append(probe_errors(x, lambda keep, codes=codes: model.decode(codes, keep), half)[1].mean().item())
+    return float(np.mean(full)), float(np.mean(probe))
 
 
 # ----------------------------------------------------------------------------- main loop
@@ -498,7 +526,7 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
                 y, penalty = objective(x, rates)
             y = y.float()
             frames_y, frames_x = as_frames(y), as_frames(x)
-            loss = (y - x).abs().mean() + penalty
+            loss = pixel_loss(y, x, cfg.pixel_loss) + penalty
             if cfg.ssim_weight:
                 loss = loss + cfg.ssim_weight * ssim_loss(frames_y, frames_x)
             if lpips is not None:
@@ -530,7 +558,8 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
             last = schedule_progress(step, history["train_seconds"] + time.time() - t_start, cfg) >= 1
             if is_main and (step % cfg.val_every == 0 or last) and val_clips:
                 scores = validate(ema, val_clips, (1.0, 0.5, 0.25), cfg.bf16, cfg.placement)
-                history["e_ref_estimate"] = reference_error(ema, e_ref_clips[:24], cfg.bf16)
+                history["e_ref_estimate"], history["e_ref_probe_estimate"] = reference_errors(
+                    ema, e_ref_clips[:24], cfg.bf16)
                 history["val"].append({"step": step, **scores})
                 msg = f"val step {step}: " + " ".join(f"{k} {v:.2f}" for k, v in scores.items())
                 log(msg)
@@ -543,12 +572,13 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
                 save_checkpoint(ckpt, step, model, ema, opt, cfg, history)
                 if history["val"]:  # EMA weights as of now, loadable before the run ends
                     save_weights(run_dir / "ema-latest.safetensors", ema, history.get("e_ref_estimate", 0.0),
-                                 {"steps": step, "stage": cfg.stage, "last_val": history["val"][-1]})
+                                 {"steps": step, "stage": cfg.stage, "last_val": history["val"][-1]},
+                                 history.get("e_ref_probe_estimate"))
 
     summary: dict = {}
     if is_main:
         ema.adaptive = True  # the shipped model always has its adaptive path (identity after a base stage)
-        e_ref = reference_error(ema, e_ref_clips, cfg.bf16)
+        e_ref, e_ref_probe = reference_errors(ema, e_ref_clips, cfg.bf16)
         summary = {
             "steps": step,
             "train_seconds": round(history["train_seconds"], 1),
@@ -559,12 +589,13 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
             "val_clips": [f.name for f in val_files],
             "last_val": history["val"][-1] if history["val"] else {},
             "e_ref": e_ref,
+            "e_ref_probe": e_ref_probe,
             "stage": cfg.stage,
             "init_from_sha256": sha256_file(cfg.init_from) if cfg.init_from else "",
             "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "run_dir")},
         }
-        sha = save_weights(cfg.out, ema, e_ref, summary)
-        log(f"wrote {cfg.out} (sha256 {sha[:16]}..., e_ref {e_ref:.5f})")
+        sha = save_weights(cfg.out, ema, e_ref, summary, e_ref_probe)
+        log(f"wrote {cfg.out} (sha256 {sha[:16]}..., e_ref {e_ref:.5f}, e_ref_probe {e_ref_probe:.5f})")
         if log_file:
             log_file.write(json.dumps(summary) + "\n")
             log_file.close()

@@ -38,6 +38,10 @@ class LoadedModel:
     e_ref: float  # mean per-position full-rate error over the training data (the `global` strategy)
     path: Path
     metadata: dict = field(default_factory=dict)
+    # The same mean for the drop-gain probes' errors where a position is sent (train.reference_errors);
+    # with it the codec estimates a window's full-rate error from its probes and skips the full-rate decode.
+    # None in weights written before it existed.
+    e_ref_probe: float | None = None
 
 
 def sha256_file(path: str | Path) -> str:
@@ -62,7 +66,8 @@ def resolve_model_path(name_or_path: str | Path | None) -> Path:
     raise WeightsError(f"model not found: {name}{hint}")
 
 
-def save_weights(path: str | Path, model: InfoTok, e_ref: float, summary: dict | None = None) -> str:
+def save_weights(path: str | Path, model: InfoTok, e_ref: float, summary: dict | None = None,
+                 e_ref_probe: float | None = None) -> str:
     """Write the model's weights and metadata atomically; returns the file's SHA-256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +78,8 @@ def save_weights(path: str | Path, model: InfoTok, e_ref: float, summary: dict |
         "e_ref": repr(float(e_ref)),
         "training": json.dumps(summary or {}),
     }
+    if e_ref_probe is not None:
+        metadata["e_ref_probe"] = repr(float(e_ref_probe))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -112,6 +119,9 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
             config_dict["layout"] = "serial" if "enc_in.weight" in tensors else "residual"
         config = ModelConfig.from_dict(config_dict)
         e_ref = float(meta["e_ref"])
+        e_ref_probe = float(meta["e_ref_probe"]) if "e_ref_probe" in meta else None
+        if e_ref_probe is not None and not (math.isfinite(e_ref_probe) and e_ref_probe > 0):
+            raise ValueError(f"e_ref_probe must be a positive number, got {e_ref_probe}")
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise WeightsError(f"{path}: bad weights metadata ({exc})") from None
     model = InfoTok(config)
@@ -125,7 +135,7 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     model.eval().to(device)
     training = json.loads(meta.get("training", "{}") or "{}")
     return LoadedModel(model=model, config=config, name=config.name, sha256=sha256_file(path),
-                       e_ref=e_ref, path=path, metadata={"training": training})
+                       e_ref=e_ref, path=path, metadata={"training": training}, e_ref_probe=e_ref_probe)
 
 
 MEASURED_FILE = WEIGHTS_DIR / "measured.json"  # quality and speed measured by `make bench`, per weights hash

@@ -255,9 +255,9 @@ class TimedTokenizer(Tokenizer):
         with self.timer("router"):
             return super().full_rate_error(x, x_full)
 
-    def placement_score(self, x: torch.Tensor, codes: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+    def probe_scores(self, x: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self.timer("probe decodes"):
-            return super().placement_score(x, codes, error)
+            return super().probe_scores(x, codes)
 
     def reconstruct(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         with self.timer("decoder"):
@@ -794,16 +794,18 @@ def main(argv: list[str] | None = None) -> int:
                    "(libx264).", "", speed_table(speeds), "",
                    "### Where the time goes", "",
                    "Mean seconds per run and share. Encoder = input conversion + CNN encoder + compressor "
-                   "transformer + FSQ; full-rate decode = the router's first extra pass (decode every token once); "
+                   "transformer + FSQ; full-rate decode = the router's pass that decodes every token once (0 "
+                   "when the weights carry e_ref_probe: the window's error then comes from the probes); "
                    "probe decodes = the two decodes that measure each token's drop gain (each sends half the "
-                   "tokens); router = error map, drop gains and top-k; container + I/O = reading and "
+                   "tokens); router = error map and top-k; container + I/O = reading and "
                    "decoding the source video, windowing, writing the .itok (compress) or reading it, blending "
                    "overlaps and encoding the output video (decompress).", "", parts_table(speeds), ""]
             shares = [100 * (s.parts_c["full-rate decode"] + s.parts_c["probe decodes"]) / sum(s.parts_c.values())
                       for s in speeds]
             span = f"{min(shares):.0f}" if round(min(shares)) == round(max(shares)) else \
                 f"{min(shares):.0f}-{max(shares):.0f}"
-            md += [f"The router's three extra decodes take {span}% of compress time.", ""]
+            md += [f"The router's extra decodes ({ttok.router_passes - 1} per window) take {span}% of compress "
+                   "time.", ""]
 
         # ------------------------------------------------------------------ memory
         if "memory" not in skip:
@@ -876,7 +878,8 @@ def main(argv: list[str] | None = None) -> int:
                    "LPIPS (infotok_cli/perceptual.py, frames in [-1, 1] at the table's resolution; lower is "
                    "better), averaged over videos; bits/pixel from the real file sizes; "
                    "passes = sender-side network passes per window (every router-based method runs the "
-                   "encoder, the full-rate decode and the two probe decodes).", ""]
+                   "encoder and the two probe decodes, and the full-rate decode unless the weights carry "
+                   "e_ref_probe).", ""]
             if notes:
                 md += ["Notes: " + "; ".join(notes) + ".", ""]
             if perceptual is not None:

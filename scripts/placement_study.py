@@ -8,7 +8,8 @@ decoded window is measured (20 log10(255 / sqrt(MSE over the video)), averaged o
 * random: uniformly random positions (seeded);
 * dropped: top-k of the error when dropped, from two probe decodes that each send one half of the
   tokens (router.probe_half and its complement);
-* drop-gain: dropped minus the full-rate error (router.drop_gain; the default placement);
+* drop-gain-full: dropped minus the full-rate error (the default placement in the twelfth to
+  fourteenth sessions, when it was called drop-gain);
 * drop-gain-half-error: dropped minus half the full-rate error;
 * drop-gain-2-pairs: drop gain averaged over two pairs of probe halves (four probe decodes);
 * checkerboard: drop gain with a spatio-temporal checkerboard instead of a random half;
@@ -18,8 +19,10 @@ decoded window is measured (20 log10(255 / sqrt(MSE over the video)), averaged o
 * latent-deviation: the same in latent space, on the decompressor's output (mean |y_probe - y_full|
   over the latent dimensions), so its probes skip the pixel decoder. The seconds a probe pair takes
   to decompress and to decode in full are printed per clip;
-* drop-gain-frames-2, drop-gain-frames-4: drop gain from probe decodes of every 2nd / 4th frame only
-  (the full-rate error likewise), which cuts the probes' pixel decoding to 1/2 / 1/4.
+* drop-gain: each position's error in the probe that drops it minus its error in the probe that sends
+  it (router.drop_gain; the default placement since the fifteenth session: no full-rate decode);
+* drop-gain-frames-2, drop-gain-frames-4: drop-gain-full from probe decodes of every 2nd / 4th frame
+  only (the full-rate error likewise), which cuts the probes' pixel decoding to 1/2 / 1/4.
 
     python scripts/placement_study.py --model FILE_OR_NAME [--rates 0.5,0.25]
 """
@@ -80,7 +83,9 @@ def study(tok: Tokenizer, frames: np.ndarray, rates: list[float]) -> dict[float,
     x_half, x_rest = tok.reconstruct(a.indices, half).float(), tok.reconstruct(a.indices, ~half).float()
     t2 = time.perf_counter()
     print(f"probe pair: decompress {t1 - t0:.3f} s, full decode {t2 - t1:.3f} s", file=sys.stderr)
-    dropped = when_dropped(half, position_error(x, x_half)[0], position_error(x, x_rest)[0])
+    error_half, error_rest = position_error(x, x_half)[0], position_error(x, x_rest)[0]
+    dropped = when_dropped(half, error_half, error_rest)
+    sent = when_dropped(~half, error_half, error_rest)  # from the probe that sends each position
     deviation = when_dropped(half, position_error(x_full, x_half)[0], position_error(x_full, x_rest)[0])
     latent_deviation = when_dropped(half, (y_half - y_full).abs().mean(-1), (y_rest - y_full).abs().mean(-1))
 
@@ -97,7 +102,7 @@ def study(tok: Tokenizer, frames: np.ndarray, rates: list[float]) -> dict[float,
     second = dropped_error(probe_half(shape, torch.Generator().manual_seed(1)))
     t, i, j = torch.meshgrid(*(torch.arange(d) for d in shape), indexing="ij")
     checker = dropped_error((t + i + j) % 2 == 0)
-    scores = {"error": full, "dropped": dropped, "drop-gain": dropped - full,
+    scores = {"error": full, "dropped": dropped, "drop-gain": dropped - sent, "drop-gain-full": dropped - full,
               "drop-gain-half-error": dropped - full / 2, "drop-gain-2-pairs": (dropped + second) / 2 - full,
               "checkerboard": checker - full, "deviation": deviation, "latent-deviation": latent_deviation,
               "drop-gain-frames-2": strided_drop_gain(2), "drop-gain-frames-4": strided_drop_gain(4)}

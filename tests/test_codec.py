@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model
 
 from infotok_cli.codec import (
     CodecError,
@@ -25,11 +26,12 @@ from infotok_cli.codec import (
     iter_windows,
     plan_windows,
     to_frames,
+    to_model_input,
 )
 from infotok_cli.container import ItokReader, read_header_and_index
 from infotok_cli.router import MIN_RATE, top_k_mask
 from infotok_cli.video_io import iter_frames, probe_video
-from infotok_cli.weights import load_model
+from infotok_cli.weights import WeightsError, load_model, save_weights
 
 # ----------------------------------------------------------------------------- window planning
 
@@ -175,10 +177,58 @@ def test_global_strategy_follows_e_ref(tmp_path: Path, tokenizer: Tokenizer, cou
             assert np.array_equal(rec.tokens.astype(np.int64), a.indices.numpy()[keep])
 
 
+def test_probe_error_estimate_skips_the_full_rate_decode(tmp_path: Path, tokenizer: Tokenizer,
+                                                         counts_video: Path) -> None:
+    """Weights with e_ref_probe: three passes per window, the same placement (the drop gain needs only the
+    probes), and a window error that is the probe error scaled by e_ref / e_ref_probe; the global
+    strategy's rates follow that estimate. A PSNR target still runs the full-rate decode."""
+    assert tokenizer.loaded.e_ref_probe is None and tokenizer.router_passes == 4
+
+    class Counting(Tokenizer):
+        full_decodes = 0
+
+        def decode_full(self, codes: torch.Tensor) -> torch.Tensor:
+            Counting.full_decodes += 1
+            return super().decode_full(codes)
+
+    loaded = dataclasses.replace(tokenizer.loaded, e_ref=0.08, e_ref_probe=0.1)
+    tok = Counting(loaded, tokenizer.device)
+    assert tok.skips_full_decode and tok.router_passes == 3
+    analyses = analyse_all(tok, counts_video, WINDOW, OVERLAP)
+    assert Counting.full_decodes == 0
+    reference = analyse_all(tokenizer, counts_video, WINDOW, OVERLAP)
+    for a, b in zip(analyses, reference, strict=True):
+        assert torch.equal(a.score, b.score) and torch.equal(a.indices, b.indices)
+        x = to_model_input(np.stack(list(iter_frames(counts_video)))[a.start:a.start + a.count],
+                           (24, 40), tok.device)
+        codes = tok.model.quantizer.indices_to_codes(a.indices[None].to(tok.device))
+        _, sent = tok.probe_scores(x, codes)
+        torch.testing.assert_close(a.error, sent * 0.8)
+    out = tmp_path / "g.itok"
+    beta = 0.5
+    compress_video(counts_video, out, tok, beta=beta, strategy="global", window=WINDOW, overlap=OVERLAP)
+    assert Counting.full_decodes == 0
+    assert kept_per_window(out) == [
+        max(1, round(min(1.0, max(MIN_RATE, beta * a.error.mean().item() / 0.08)) * a.error.numel()))
+        for a in analyses]
+    measured = tok.analyse(np.stack(list(iter_frames(counts_video)))[:WINDOW], 0, (24, 40), measure=True)
+    assert Counting.full_decodes == 1 and measured.full_psnr is not None
+    torch.testing.assert_close(measured.error, reference[0].error)
+
+
+def test_weights_record_e_ref_probe(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    save_weights(path, tiny_model(seed=0), e_ref=0.1, e_ref_probe=0.125)
+    assert load_model(path).e_ref_probe == 0.125
+    save_weights(path, tiny_model(seed=0), e_ref=0.1, e_ref_probe=float("nan"))
+    with pytest.raises(WeightsError, match="e_ref_probe"):
+        load_model(path)
+
+
 def test_error_placement_keeps_the_top_error_positions(tmp_path: Path, tokenizer: Tokenizer,
                                                       counts_video: Path) -> None:
     tok = Tokenizer(tokenizer.loaded, tokenizer.device, placement="error")
-    assert tok.router_passes == 2 and tokenizer.router_passes == 4
+    assert tok.router_passes == 2 and tokenizer.router_passes == 4  # weights without e_ref_probe
     analyses = analyse_all(tok, counts_video, WINDOW, OVERLAP)
     assert all(a.score is None for a in analyses)
     out, default = tmp_path / "e.itok", tmp_path / "d.itok"

@@ -11,6 +11,7 @@ from infotok_cli.router import (
     PROBE_SEED,
     drop_gain,
     position_error,
+    probe_errors,
     probe_half,
     random_mask,
     raster_prefix_mask,
@@ -85,10 +86,10 @@ def test_probe_half_is_half_and_fixed() -> None:
     assert not torch.equal(a, probe_half((3, 4, 5), torch.Generator().manual_seed(PROBE_SEED + 1)))
 
 
-def test_drop_gain_against_a_decoder_that_loses_dropped_blocks() -> None:
-    """A 'decoder' that reproduces sent positions exactly and zeroes dropped ones: each position's
-    drop gain is then its own block's mean |x|, whatever the other positions do; and each position is
-    measured in the probe decode that drops it (two decodes in all)."""
+def test_drop_gain_against_a_decoder_that_halves_sent_blocks_and_loses_dropped_ones() -> None:
+    """A 'decoder' that reproduces sent positions at half their value and zeroes dropped ones: each
+    position's error is then its block's mean |x| when dropped and half that when sent, whatever the
+    other positions do; each is measured in the probe decode that drops / sends it (two decodes in all)."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 9, 16, 24, generator=g) * 2 - 1
     calls: list[torch.Tensor] = []
@@ -97,15 +98,17 @@ def test_drop_gain_against_a_decoder_that_loses_dropped_blocks() -> None:
         calls.append(keep.clone())
         pixels = keep.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)  # [B,t,H,W]
         frames = torch.cat([pixels[:, :1], pixels[:, 1:].repeat_interleave(4, dim=1)], dim=1)  # [B,T,H,W]
-        return torch.where(frames[:, None], x, torch.zeros_like(x))
+        return torch.where(frames[:, None], x / 2, torch.zeros_like(x))
 
-    full_error = torch.full((2, 3, 2, 3), 0.01)
     half = probe_half((3, 2, 3))
-    gain = drop_gain(x, full_error, decode, half)
-    expected = position_error(x, torch.zeros_like(x)) - 0.01
-    torch.testing.assert_close(gain, expected)
+    dropped, sent = probe_errors(x, decode, half)
+    block = position_error(x, torch.zeros_like(x))
+    torch.testing.assert_close(dropped, block)
+    torch.testing.assert_close(sent, block / 2)
     assert len(calls) == 2
     assert torch.equal(calls[0], half.expand(2, -1, -1, -1)) and torch.equal(calls[1], ~calls[0])
+    torch.testing.assert_close(drop_gain(x, decode, half), block / 2)
+    assert len(calls) == 4
 
 
 @pytest.mark.parametrize("k", [0, 1, 7, 23, 24, 30])

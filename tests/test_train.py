@@ -39,7 +39,8 @@ def test_config_from_dict_validates() -> None:
     cfg = train.config_from_dict({"crops": [[16, 32]], "rates": [1, 0.5], "model": TINY})
     assert cfg.crops == ((16, 32),) and cfg.rates == (1.0, 0.5)
     for bad in ({"nope": 1}, {"crops": [[15, 16]]}, {"clip_frames": 6}, {"crops": "16x16"}, {"lr": 0},
-                {"lpips_weight": -0.1}, {"lpips_frames": 0}, {"code_usage_weight": -1}, {"placement": "best"}):
+                {"lpips_weight": -0.1}, {"lpips_frames": 0}, {"code_usage_weight": -1}, {"placement": "best"},
+                {"pixel_loss": "l2"}):
         with pytest.raises(ValueError):
             train.config_from_dict(bad)
 
@@ -60,6 +61,8 @@ def test_train_writes_loadable_weights_and_resumes(tmp_path: Path, clips: list[P
     assert summary["steps"] == 3 and summary["e_ref"] > 0
     loaded = load_model(cfg.out)
     assert loaded.e_ref == pytest.approx(summary["e_ref"]) and loaded.e_ref > 0
+    # The probes send half the tokens: their error where a token is sent is at least the full-rate one.
+    assert loaded.e_ref_probe == pytest.approx(summary["e_ref_probe"]) and loaded.e_ref_probe >= loaded.e_ref * 0.9
     assert loaded.config.channels_eighth == 8 and loaded.config.width == 16
     assert loaded.metadata["training"]["steps"] == 3
     assert len(summary["train_clips"]) == 1 and len(summary["val_clips"]) == 1
@@ -156,6 +159,23 @@ def test_lpips_term_is_a_differentiable_distance_over_sampled_frames() -> None:
     assert train.lpips_term(lpips, y, x, 99, rng).item() > 0  # more frames asked than exist: all of them
 
 
+def test_pixel_losses() -> None:
+    x = torch.zeros(2, 3, 5, 4, 4)
+    y = x.clone()
+    y[0, 0, 0, 0, 0] = 0.8  # one large error among small ones: RMSE weighs it more than L1 does
+    y[1] += 0.1
+    n = x.numel()
+    assert train.pixel_loss(y, x, "l1").item() == pytest.approx((0.8 + 0.1 * n / 2) / n)
+    rmse = train.pixel_loss(y, x, "rmse")
+    assert rmse.item() == pytest.approx(((0.64 + 0.01 * n / 2) / n) ** 0.5, rel=1e-4)
+    y.requires_grad_(True)
+    train.pixel_loss(y, x, "rmse").backward()
+    assert y.grad[0, 0, 0, 0, 0] / y.grad[1, 0, 0, 0, 0] == pytest.approx(8.0, rel=1e-4)  # proportional to error
+    exact = x.clone().requires_grad_(True)
+    train.pixel_loss(exact, x, "rmse").backward()
+    assert torch.isfinite(exact.grad).all()  # no NaN at zero error
+
+
 def test_train_with_lpips_and_code_usage_terms(tmp_path: Path, clips: list[Path]) -> None:
     cfg = tiny_config(tmp_path, clips, crops=[[24, 24]], lpips_weight=0.1, lpips_frames=2, code_usage_weight=0.05,
                       steps=2)
@@ -164,7 +184,7 @@ def test_train_with_lpips_and_code_usage_terms(tmp_path: Path, clips: list[Path]
 
 
 def test_train_with_drop_gain_placement(tmp_path: Path, clips: list[Path]) -> None:
-    cfg = tiny_config(tmp_path, clips, placement="drop-gain", rates=[0.5], steps=2)
+    cfg = tiny_config(tmp_path, clips, placement="drop-gain", rates=[0.5], steps=2, pixel_loss="rmse")
     summary = train.run(cfg, progress=False, echo=lambda _m: None)
     assert summary["steps"] == 2 and load_model(cfg.out).metadata["training"]["steps"] == 2
 
