@@ -35,7 +35,7 @@ from .codec import (
     resolve_device,
 )
 from .container import SPATIAL_STRIDE, Header, ItokReader
-from .router import tokens_for_rate, top_k_mask, video_rates, window_rate
+from .router import DEFAULT_PLACEMENT, tokens_for_rate, top_k_mask, video_rates, window_rate
 from .tokens import DROPPED, TokenFile, Tokens, TokenWindow, load
 from .weights import DEFAULT_MODEL, WEIGHTS_DIR, LoadedModel, WeightsError, load_model
 
@@ -91,7 +91,7 @@ class Tokenizer(codec.Tokenizer):
     """
 
     def __init__(self, model: str | os.PathLike | LoadedModel | None = None, device: str | torch.device = "auto",
-                 placement: str = "drop-gain"):
+                 placement: str = DEFAULT_PLACEMENT):
         dev = resolve_device(device) if isinstance(device, str) else device
         loaded = model if isinstance(model, LoadedModel) else load_model(model, dev)
         super().__init__(loaded, dev, placement)
@@ -179,11 +179,11 @@ class Tokenizer(codec.Tokenizer):
 
 def compress(src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
              device: str = "auto", tokenizer: Tokenizer | None = None, force: bool = False,
-             placement: str = "drop-gain", **options: Any) -> dict[str, Any]:
+             placement: str = DEFAULT_PLACEMENT, **options: Any) -> dict[str, Any]:
     """`infotok compress SRC DST`: returns the statistics `--json` prints.
 
     Options as on the command line: beta (0.5), strategy ("global"), window (33), overlap (3), model,
-    device, placement ("drop-gain"), force; `progress` takes a `(frames done, frames total)` callback.
+    device, placement ("probe-gain"), force; `progress` takes a `(frames done, frames total)` callback.
     Pass a `tokenizer` to reuse a loaded model across calls (its own placement then applies).
     """
     tok = tokenizer or Tokenizer(model, device, placement)

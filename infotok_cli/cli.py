@@ -92,6 +92,7 @@ class Strategy(str, enum.Enum):
 
 class Placement(str, enum.Enum):
     drop_gain = "drop-gain"
+    probe_gain = "probe-gain"
     error = "error"
 
 
@@ -462,8 +463,9 @@ def compress(
         help="With --target-psnr: cap each window at this BPP16 (keep rate X - 1/16).", show_default=False)]
     = None,
     placement: Annotated[Placement, typer.Option(
-        help="Which positions keep their tokens: drop-gain (what each token saves, from two probe decodes "
-             "per window) or error (full-rate error alone: faster, lower quality).")] = Placement.drop_gain,
+        help="Which positions keep their tokens: probe-gain (what each token saves, from two probe decodes "
+             "per window), drop-gain (the same against the full-rate decode: one more pass) or error "
+             "(full-rate error alone: fewest passes, lowest quality).")] = Placement.probe_gain,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not keep the input's audio.")] = False,
     window: WindowOpt = 33,
     overlap: OverlapOpt = 3,
@@ -532,7 +534,7 @@ def audio_line(a: dict) -> str:
 
 
 def compress_batch(inputs, out_dir, from_list, shard, skip_existing: bool, options: dict, model, device: str,
-                   force: bool, json_out: bool, quiet: bool, placement: str = "drop-gain") -> None:
+                   force: bool, json_out: bool, quiet: bool, placement: str = "probe-gain") -> None:
     """`compress INPUTS... -o DIR`: every input to DIR/<stem>.itok with one model."""
     with errors(codec_code=EXIT_INPUT):
         from . import batch

