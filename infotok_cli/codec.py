@@ -137,7 +137,7 @@ def to_frames(x: torch.Tensor, n: int, h: int, w: int) -> np.ndarray:
 @dataclass
 class WindowAnalysis:
     """The router's view of one window: all token indices, the per-position full-rate error (which sets
-    the window's rate; estimated from the drop-gain probes when the full-rate decode is skipped, see
+    the window's rate; estimated from the probe decodes when the full-rate decode is skipped, see
     Tokenizer.analyse) and the placement score (the top k of it keep their tokens)."""
 
     start: int

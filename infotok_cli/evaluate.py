@@ -5,7 +5,7 @@ back in a stream and compared with the source frame by frame (PSNR over the whol
 SSIM, both from metrics.py, and mean per-frame ST-LPIPS from perceptual.py, AlexNet by default; the
 source's ST-LPIPS features are computed once per video and reused by every method). Methods:
 
-* ``elbo``         the router: top-k positions by the tokenizer's placement (drop gain by default), the
+* ``elbo``         the router: top-k positions by the tokenizer's placement (probe gain by default), the
                    same rate in every window;
 * ``elbo-error``   the same with the paper's placement, top-k by full-rate error (router.py);
 * ``elbo-global``  the router with the ``global`` strategy (rate per window follows its error; the

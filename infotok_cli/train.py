@@ -10,11 +10,12 @@ Between stages, `init_from` loads the previous stage's weights with a fresh opti
 may grow them on the way in (deeper transformers or decoder stages, attention both ways in time:
 `model.grow`).
 
-One Flex step: encode a batch of random clips, decode all tokens without gradients to get the router's
-per-position error, draw a keep rate per clip from `rates` (default {1, 0.75, 0.5, 0.25}), keep the
-positions the router would keep (`placement`: "error", the largest full-rate errors, or "drop-gain" /
-"probe-gain", the largest drop gains from two more gradient-free probe decodes with a fresh random half
-each step, "probe-gain" without the full-rate decode; router.py), decode the kept tokens with gradients, and minimise
+One Flex step: encode a batch of random clips, draw a keep rate per clip from `rates` (default
+{1, 0.75, 0.5, 0.25}), keep the positions the router would keep (`placement`: "error", the largest
+full-rate errors from a gradient-free decode of all tokens; "drop-gain", the largest drop gains from
+that decode and two gradient-free probe decodes with a fresh random half each step; "probe-gain", the
+probes alone, dropped minus sent error, unscaled since e_ref_probe is not known yet; router.py),
+decode the kept tokens with gradients, and minimise
 L1 + w x (1 - SSIM), optionally + w' x ST-LPIPS on a few frames per clip (`lpips_weight`; the paper
 trains with 0.1 x LPIPS). `pixel_loss: "rmse"` swaps L1 for the batch's root mean squared error: the
 same minimiser as MSE, so it aims at PSNR (L1 aims at the median error), with gradients of L1's scale,
