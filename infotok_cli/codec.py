@@ -177,6 +177,13 @@ class Tokenizer:
         return self.placement == "probe-gain" and self.loaded.e_ref_probe is not None
 
     @property
+    def probe_scale(self) -> float:
+        """e_ref / e_ref_probe: turns a probe's error where a token is sent into a full-rate error
+        estimate (1 for weights without e_ref_probe)."""
+        probe = self.loaded.e_ref_probe
+        return 1.0 if probe is None else self.loaded.e_ref / probe
+
+    @property
     def router_passes(self) -> int:
         """Network passes per window before any token is chosen: encode, full-rate decode, probes."""
         if self.placement == "error":
@@ -218,8 +225,7 @@ class Tokenizer:
         score = None
         if self.placement != "error":
             dropped, sent = self.probe_scores(x, codes)
-            probe_p = self.loaded.e_ref_probe
-            estimate = sent if probe_p is None else sent * (self.loaded.e_ref / probe_p)
+            estimate = sent * self.probe_scale  # the full-rate error, as the probes see it
             if error is None:
                 error = estimate
             score = dropped - (estimate if self.placement == "probe-gain" else error)

@@ -102,8 +102,8 @@ def study(tok: Tokenizer, frames: np.ndarray, rates: list[float]) -> dict[float,
     second = dropped_error(probe_half(shape, torch.Generator().manual_seed(1)))
     t, i, j = torch.meshgrid(*(torch.arange(d) for d in shape), indexing="ij")
     checker = dropped_error((t + i + j) % 2 == 0)
-    scale = tok.loaded.e_ref / tok.loaded.e_ref_probe if tok.loaded.e_ref_probe else 1.0
-    scores = {"error": full, "dropped": dropped, "drop-gain": dropped - full, "probe-gain": dropped - sent * scale,
+    scores = {"error": full, "dropped": dropped, "drop-gain": dropped - full,
+              "probe-gain": dropped - sent * tok.probe_scale,
               "probe-gain-unscaled": dropped - sent,
               "drop-gain-half-error": dropped - full / 2, "drop-gain-2-pairs": (dropped + second) / 2 - full,
               "checkerboard": checker - full, "deviation": deviation, "latent-deviation": latent_deviation,
