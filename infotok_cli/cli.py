@@ -534,7 +534,7 @@ def audio_line(a: dict) -> str:
 
 
 def compress_batch(inputs, out_dir, from_list, shard, skip_existing: bool, options: dict, model, device: str,
-                   force: bool, json_out: bool, quiet: bool, placement: str = "probe-gain") -> None:
+                   force: bool, json_out: bool, quiet: bool, placement: str) -> None:
     """`compress INPUTS... -o DIR`: every input to DIR/<stem>.itok with one model."""
     with errors(codec_code=EXIT_INPUT):
         from . import batch

@@ -184,7 +184,7 @@ def test_train_with_lpips_and_code_usage_terms(tmp_path: Path, clips: list[Path]
 
 
 @pytest.mark.parametrize("placement", ["drop-gain", "probe-gain"])
-def test_train_with_drop_gain_placement(tmp_path: Path, clips: list[Path], placement: str) -> None:
+def test_train_with_gain_placements(tmp_path: Path, clips: list[Path], placement: str) -> None:
     cfg = tiny_config(tmp_path, clips, placement=placement, rates=[0.5], steps=2, pixel_loss="rmse")
     summary = train.run(cfg, progress=False, echo=lambda _m: None)
     assert summary["steps"] == 2 and load_model(cfg.out).metadata["training"]["steps"] == 2
