@@ -39,6 +39,11 @@ from torch import nn
 
 TEMPORAL_STRIDE = 4
 SPATIAL_STRIDE = 8
+# Tokens per piece when a transformer layer runs on a large window in pieces (attention: whole spatial
+# windows; MLP: whole latent frames). A 256x256 window of 33 frames (9,216 tokens) runs in one piece;
+# a 1280x720 one (138,240 tokens with padding) in about nine, so that the layer's float32 and hidden
+# activations exist for part of the window at a time. Each piece's result does not depend on the others.
+TOKENS_PER_PIECE = 1 << 14
 
 
 @dataclass
@@ -278,7 +283,15 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        n, length, c = x.shape  # n = batch x windows, length = t x window area
+        # x: [n, length, c] with n = batch x windows, length = t x window area; mask [n, 1, 1 or L, L]
+        step = max(1, TOKENS_PER_PIECE // x.shape[1])
+        if x.shape[0] <= step:
+            return self.attend(x, mask)
+        return torch.cat([self.attend(x[i : i + step], None if mask is None else mask[i : i + step])
+                          for i in range(0, x.shape[0], step)])
+
+    def attend(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        n, length, c = x.shape
         q, k, v = self.qkv(x).view(n, length, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         if x.device.type == "cpu":
             # The CPU's fused attention kernel runs faster in float32 than in bfloat16 (36 vs 48 ms for
@@ -324,7 +337,13 @@ class Block(nn.Module):
         y = self.attn(y.reshape(-1, t * win * win, c), mask)
         y = y.view(b, h // win, w // win, t, win, win, c).permute(0, 3, 1, 4, 2, 5, 6)
         x = x + y.reshape(b, t, h, w, c)
-        return x + self.mlp(self.norm2(x))
+        # The norm and the MLP (whose convolution is 2-D) treat each latent frame on its own: run them a
+        # few frames at a time on large windows, so their wide hidden activations exist for part of it.
+        step = max(1, TOKENS_PER_PIECE // (b * h * w))
+        if step >= t:
+            return x + self.mlp(self.norm2(x))
+        return torch.cat([x[:, i : i + step] + self.mlp(self.norm2(x[:, i : i + step]))
+                          for i in range(0, t, step)], dim=1)
 
 
 class TokenTransformer(nn.Module):
@@ -343,19 +362,21 @@ class TokenTransformer(nn.Module):
 
     def attention_mask(self, t: int, h: int, w: int, hp: int, wp: int, batch: int,
                        device) -> torch.Tensor | None:
-        """Boolean mask [batch*windows, 1, L, L]: block-causal in time (unless the model attends both
-        ways in time), padded keys hidden; None when it would hide nothing."""
+        """Boolean mask (True = may attend) over windows of L = t x win^2 tokens: [batch*windows, 1, L, L],
+        block-causal in time with padded keys hidden; for a model that attends both ways in time,
+        [batch*windows, 1, 1, L], padded keys hidden for every query (scaled_dot_product_attention
+        broadcasts it, so no L x L mask is made); None when it would hide nothing."""
         if not self.causal and (hp, wp) == (h, w):
             return None  # nothing hidden: without a mask, scaled_dot_product_attention takes its fused kernel
         win, area = self.win, self.win * self.win
-        frame = torch.arange(t, device=device).repeat_interleave(area)
-        causal = frame[None, :] <= frame[:, None]  # [L, L]
-        if not self.causal:
-            causal = torch.ones_like(causal)
         valid = torch.zeros(hp, wp, dtype=torch.bool, device=device)
         valid[:h, :w] = True
         valid = valid.view(hp // win, win, wp // win, win).permute(0, 2, 1, 3).reshape(-1, area)
         valid = valid.repeat(1, t)  # [windows, L]
+        if not self.causal:
+            return valid[:, None, None, :].repeat(batch, 1, 1, 1)
+        frame = torch.arange(t, device=device).repeat_interleave(area)
+        causal = frame[None, :] <= frame[:, None]  # [L, L]: a query sees its own and earlier latent frames
         mask = causal[None] & valid[:, None, :]
         return mask[:, None].repeat(batch, 1, 1, 1)
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from infotok_cli import model as model_module
 from infotok_cli.model import FSQ, InfoTok, ModelConfig, grow
 
 LEVELS = (8, 8, 8, 5, 5, 5)
@@ -139,6 +140,27 @@ def test_attention_mask_is_none_only_when_it_hides_nothing() -> None:
     padded = both_ways.attention_mask(3, win - 1, win, win, win, 1, "cpu")  # a padded row of keys
     assert padded is not None and not bool(padded.all())
     assert causal.attention_mask(3, win, win, win, win, 1, "cpu") is not None
+    # attending both ways, only keys are hidden: one row per window, broadcast over the queries
+    assert padded.shape == (1, 1, 1, 3 * win * win)
+    assert causal.attention_mask(3, win, win, win, win, 1, "cpu").shape == (1, 1, 3 * win * win, 3 * win * win)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_transformer_in_pieces_matches_one_piece(causal: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Large windows run attention a few spatial windows at a time and the MLP a few latent frames at a
+    # time (bounded memory); the result must not depend on it. A padded grid checks the mask's pieces.
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_dict({**TINY.to_dict(), "causal_attention": causal})
+    transformer = InfoTok(cfg).compressor.eval()
+    for p in transformer.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    win = cfg.attn_window
+    x = torch.randn(2, 3, 2 * win - 3, 3 * win, cfg.width)
+    with torch.no_grad():
+        whole = transformer(x)
+        monkeypatch.setattr(model_module, "TOKENS_PER_PIECE", 1)  # every window and frame a piece
+        pieces = transformer(x)
+    assert torch.allclose(whole, pieces, atol=1e-5), (whole - pieces).abs().max()
 
 
 def test_causal_attention_hides_later_frames_and_bidirectional_does_not() -> None:
