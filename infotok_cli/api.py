@@ -31,10 +31,11 @@ from .codec import (
     compress_video,
     decompress_video,
     iter_decoded,
+    padded_size,
     plan_windows,
     resolve_device,
 )
-from .container import SPATIAL_STRIDE, Header, ItokReader
+from .container import Header, ItokReader
 from .router import DEFAULT_PLACEMENT, tokens_for_rate, top_k_mask, video_rates, window_rate
 from .tokens import DROPPED, TokenFile, Tokens, TokenWindow, load
 from .weights import DEFAULT_MODEL, WEIGHTS_DIR, LoadedModel, WeightsError, load_model
@@ -129,7 +130,7 @@ class Tokenizer(codec.Tokenizer):
         check_window(window, overlap)
         frames = as_frames(frames)
         n, h, w, _ = frames.shape
-        padded_hw = (-(-h // SPATIAL_STRIDE) * SPATIAL_STRIDE, -(-w // SPATIAL_STRIDE) * SPATIAL_STRIDE)
+        padded_hw = padded_size(h, w)
         analyses = [self.analyse(frames[start:start + count], start, padded_hw)
                     for start, count in plan_windows(n, window, overlap)]
         # The same routing as codec.compress_video: one rate per window from its error, top-k placement.

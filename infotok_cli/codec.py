@@ -62,6 +62,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def padded_size(height: int, width: int) -> tuple[int, int]:
+    """(height, width) rounded up to the model's spatial stride: the frame size a window is coded at."""
+    return -(-height // SPATIAL_STRIDE) * SPATIAL_STRIDE, -(-width // SPATIAL_STRIDE) * SPATIAL_STRIDE
+
+
 def padded_length(frames: int) -> int:
     """Smallest 1 + 4k that is >= frames."""
     return 1 + -(-(frames - 1) // TEMPORAL_STRIDE) * TEMPORAL_STRIDE
@@ -321,14 +326,14 @@ def notices_for(info: VideoInfo, audio_note: str | None = None) -> list[str]:
 def make_header(info: VideoInfo, tok: Tokenizer, window: int, overlap: int, beta: float, strategy: str,
                 extra: dict | None = None) -> Header:
     """The .itok header for a source video coded with `tok` (frames padded to the model's stride)."""
+    padded_height, padded_width = padded_size(info.height, info.width)
     return Header(
         source_name=info.name, width=info.width, height=info.height, num_frames=info.num_frames,
         fps_num=info.fps_num, fps_den=info.fps_den, time_base_num=info.time_base_num,
         time_base_den=info.time_base_den, pts=list(info.pts), rotation=info.rotation,
         sar_num=info.sar_num, sar_den=info.sar_den, model_name=tok.loaded.name,
         weights_sha256=tok.loaded.sha256, window=window, overlap=overlap, beta=float(beta),
-        strategy=strategy, padded_width=-(-info.width // SPATIAL_STRIDE) * SPATIAL_STRIDE,
-        padded_height=-(-info.height // SPATIAL_STRIDE) * SPATIAL_STRIDE, encoder_version=__version__,
+        strategy=strategy, padded_width=padded_width, padded_height=padded_height, encoder_version=__version__,
         extra=extra or {},
     )
 

@@ -17,6 +17,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench  # noqa: E402  (scripts/bench.py: the same clip preparation as the memory section)
 
-from infotok_cli.codec import Tokenizer, compress_video  # noqa: E402
-from infotok_cli.model import SPATIAL_STRIDE  # noqa: E402
+from infotok_cli.codec import Tokenizer, compress_video, padded_size  # noqa: E402
 from infotok_cli.video_io import iter_frames, probe_video  # noqa: E402
 from infotok_cli.weights import load_model  # noqa: E402
 
@@ -86,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         clip = bench.prepare(src, Path(tmpdir) / "clip.mp4", (width, height), args.frames, lossless=False, loop=True)
         info = probe_video(clip)
         frames = np.stack([f for _, f in zip(range(33), iter_frames(clip, info))])
-        padded = (-(-height // SPATIAL_STRIDE) * SPATIAL_STRIDE, -(-width // SPATIAL_STRIDE) * SPATIAL_STRIDE)
 
         rows: list[tuple[str, int, int]] = []
         model = tok.model
@@ -94,20 +93,20 @@ def main(argv: list[str] | None = None) -> int:
         modules.update({f"encoder.{n}": m for n, m in model.encoder.named_children()})
         handles = watch(modules, rows)
         t0 = time.perf_counter()
-        tok.analyse(frames, 0, padded)
+        tok.analyse(frames, 0, padded_size(height, width))
         seconds = time.perf_counter() - t0
         for h in handles:
             h.remove()
         print(f"\none {frames.shape[0]}-frame {width}x{height} window's analysis: {seconds:.1f} s")
         # one row per module: the call with the highest peak (the encoder's 2-D stages run once per chunk)
-        worst: dict[str, tuple[int, int, int]] = {}
+        calls = Counter(name for name, _, _ in rows)
+        worst: dict[str, tuple[int, int]] = {}
         for name, entry, peak in rows:
-            calls = worst.get(name, (0, 0, -1))[0] + 1
-            worst[name] = (calls, entry, peak) if peak > worst.get(name, (0, 0, -1))[2] else \
-                (calls, *worst[name][1:])
+            if name not in worst or peak > worst[name][1]:
+                worst[name] = (entry, peak)
         print(f"{'module':<22} {'calls':>5} {'entry MiB':>10} {'peak MiB':>9} {'above entry':>12}")
-        for name, (calls, entry, peak) in worst.items():
-            print(f"{name:<22} {calls:>5} {entry:>10} {peak:>9} {peak - entry:>+12}")
+        for name, (entry, peak) in worst.items():
+            print(f"{name:<22} {calls[name]:>5} {entry:>10} {peak:>9} {peak - entry:>+12}")
 
         reset_peak()
         t0 = time.perf_counter()
