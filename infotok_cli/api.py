@@ -36,6 +36,7 @@ from .codec import (
     resolve_device,
 )
 from .container import Header, ItokReader
+from .precision import Precision
 from .router import DEFAULT_PLACEMENT, tokens_for_rate, top_k_mask, video_rates, window_rate
 from .tokens import DROPPED, TokenFile, Tokens, TokenWindow, load
 from .weights import DEFAULT_MODEL, WEIGHTS_DIR, LoadedModel, WeightsError, load_model
@@ -88,21 +89,23 @@ class Tokenizer(codec.Tokenizer):
 
     `Tokenizer()` loads the default shipped model; `Tokenizer("infotok-m")` or `Tokenizer("my.safetensors",
     device="cuda")` another. `placement="error"` places kept tokens by full-rate error alone (faster
-    encoding, lower quality at the same rate; see router.py). Not thread-safe: give each worker its own.
+    encoding, lower quality at the same rate; see router.py). `precision="auto"` runs bf16 where the
+    hardware runs it natively, else float32; "fp32" / "bf16" (/ "fp16" on CUDA) force one (precision.py).
+    Not thread-safe: give each worker its own.
     """
 
     def __init__(self, model: str | os.PathLike | LoadedModel | None = None, device: str | torch.device = "auto",
-                 placement: str = DEFAULT_PLACEMENT):
+                 placement: str = DEFAULT_PLACEMENT, precision: str | Precision = "auto"):
         dev = resolve_device(device) if isinstance(device, str) else device
         loaded = model if isinstance(model, LoadedModel) else load_model(model, dev)
-        super().__init__(loaded, dev, placement)
+        super().__init__(loaded, dev, placement, precision)
 
     @classmethod
     def for_file(cls, header: Header, model: str | os.PathLike | None = None,
-                 device: str | torch.device = "auto") -> Tokenizer:
+                 device: str | torch.device = "auto", precision: str | Precision = "auto") -> Tokenizer:
         """The tokenizer that decodes a file (see `model_for_file`); raises WeightsError if its weights are
         not the ones the file was made with."""
-        tok = cls(model_for_file(header, model), device)
+        tok = cls(model_for_file(header, model), device, precision=precision)
         tok.check_weights(header.weights_sha256, header.model_name)
         return tok
 
@@ -180,27 +183,28 @@ class Tokenizer(codec.Tokenizer):
 
 def compress(src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
              device: str = "auto", tokenizer: Tokenizer | None = None, force: bool = False,
-             placement: str = DEFAULT_PLACEMENT, **options: Any) -> dict[str, Any]:
+             placement: str = DEFAULT_PLACEMENT, precision: str = "auto", **options: Any) -> dict[str, Any]:
     """`infotok compress SRC DST`: returns the statistics `--json` prints.
 
     Options as on the command line: beta (0.5), strategy ("global"), window (33), overlap (3), model,
-    device, placement ("probe-gain"), force; `progress` takes a `(frames done, frames total)` callback.
-    Pass a `tokenizer` to reuse a loaded model across calls (its own placement then applies).
+    device, placement ("probe-gain"), precision ("auto"), force; `progress` takes a `(frames done, frames
+    total)` callback. Pass a `tokenizer` to reuse a loaded model across calls (its own placement and
+    precision then apply).
     """
-    tok = tokenizer or Tokenizer(model, device, placement)
+    tok = tokenizer or Tokenizer(model, device, placement, precision)
     return tok.compress_file(src, dst, force=force, **options).to_dict()
 
 
 def decompress(src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
                device: str = "auto", tokenizer: Tokenizer | None = None, force: bool = False,
-               **options: Any) -> dict[str, Any]:
+               precision: str = "auto", **options: Any) -> dict[str, Any]:
     """`infotok decompress SRC DST`: returns the statistics `--json` prints.
 
     The model is the one the file names (if shipped) unless `model` or `tokenizer` is given; options:
-    lossless (False), force, progress.
+    lossless (False), audio (True), precision ("auto"), force, progress.
     """
     if tokenizer is None:
         with ItokReader(src) as reader:
             header = reader.header
-        tokenizer = Tokenizer.for_file(header, model, device)
+        tokenizer = Tokenizer.for_file(header, model, device, precision)
     return tokenizer.decompress_file(src, dst, force=force, **options).to_dict()

@@ -35,6 +35,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,6 +101,13 @@ class Device(str, enum.Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+class PrecisionName(str, enum.Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
 
 
 # ----------------------------------------------------------------------------- errors
@@ -246,7 +254,7 @@ def shipped_models() -> list[str]:
 # ----------------------------------------------------------------------------- output helpers
 
 
-def tokenizer_for(header, model: str | None, device: str):
+def tokenizer_for(header, model: str | None, device: str, precision: str = "auto"):
     """The model that decodes a file: --model, else the shipped model the header names, else the default.
     Its weights must be the ones the file was made with (checked here, before decoding: exit 6, not 4)."""
     from .api import Tokenizer
@@ -255,7 +263,7 @@ def tokenizer_for(header, model: str | None, device: str):
 
     dev = pick_device(device)
     try:
-        tok = Tokenizer.for_file(header, model, dev)
+        tok = Tokenizer.for_file(header, model, dev, precision)
     except (WeightsError, CodecError) as exc:
         hint = "" if model else f" (the file was made with model {header.model_name!r}; pass --model)"
         raise CliError(f"{exc}{hint}", EXIT_MODEL) from None
@@ -337,6 +345,12 @@ def root(
                                           help="Show the version and exit.")] = False,
 ) -> None:
     """Compress videos into adaptive discrete tokens (InfoTok) and back."""
+    warnings.showwarning = one_line_warning
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings (an emulated precision, ...) as one line on stderr, without source locations."""
+    sys.stderr.write(f"warning: {one_line(message)}\n")
 
 
 # ----------------------------------------------------------------------------- batch mode
@@ -436,6 +450,9 @@ def is_batch(inputs: list[Path] | None, out_dir, from_list, shard, skip_existing
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", metavar="NAME|PATH",
                                               help="Shipped model name or path to a .safetensors file.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
+PrecisionOpt = Annotated[PrecisionName, typer.Option(
+    "--precision", help="Precision the model runs in: auto (bf16 where the CPU or GPU runs it natively, else "
+                        "fp32), fp32, bf16, or fp16 (CUDA only). See `infotok doctor`.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 BatchJsonOpt = Annotated[bool, typer.Option(
@@ -471,6 +488,7 @@ def compress(
     overlap: OverlapOpt = 3,
     model: ModelOpt = None,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = PrecisionName.auto,
     output_dir: OutDirOpt = None,
     from_list: FromListOpt = None,
     skip_existing: SkipExistingOpt = False,
@@ -487,7 +505,7 @@ def compress(
                "target_psnr": target_psnr, "max_bpp16": max_bpp16, "audio": not no_audio}
     if is_batch(inputs, output_dir, from_list, shard, skip_existing):
         compress_batch(inputs, output_dir, from_list, shard, skip_existing, options, model, device.value, force,
-                       json_out, quiet, placement.value)
+                       json_out, quiet, placement.value, precision.value)
         return
     with errors(codec_code=EXIT_INPUT):
         input, output = single_pair(inputs, "videos")
@@ -495,7 +513,7 @@ def compress(
         require_output(output, force, [input])
         from .api import Tokenizer
 
-        tok = Tokenizer(model, pick_device(device.value), placement.value)
+        tok = Tokenizer(model, pick_device(device.value), placement.value, precision.value)
         with frame_progress("compress", show_progress(quiet)) as progress:
             result = tok.compress_file(input, output, force=force, progress=progress, **options)
     print_notices(result.notices, quiet)
@@ -512,6 +530,7 @@ def compress(
             ("BPP16", f"{result.bpp16:.4f}"),
             ("bits per pixel", f"{result.bits_per_pixel:.5f}"),
             ("file size", human_size(result.file_bytes)),
+            ("model", f"{tok.loaded.name} on {tok.device}, {tok.precision.name}"),
             ("time", f"{result.seconds:.2f} s ({result.frames_per_second:.1f} frames/s)"),
         ]
         if result.window_psnr:
@@ -534,7 +553,7 @@ def audio_line(a: dict) -> str:
 
 
 def compress_batch(inputs, out_dir, from_list, shard, skip_existing: bool, options: dict, model, device: str,
-                   force: bool, json_out: bool, quiet: bool, placement: str) -> None:
+                   force: bool, json_out: bool, quiet: bool, placement: str, precision: str) -> None:
     """`compress INPUTS... -o DIR`: every input to DIR/<stem>.itok with one model."""
     with errors(codec_code=EXIT_INPUT):
         from . import batch
@@ -544,7 +563,8 @@ def compress_batch(inputs, out_dir, from_list, shard, skip_existing: bool, optio
 
         dev = pick_device(device)
         pending = [i for i in items if not (skip_existing and i.output.exists())]
-        tok = Tokenizer(model, dev, placement) if pending else None  # a model problem stops the batch before any work
+        # a model problem stops the batch before any work
+        tok = Tokenizer(model, dev, placement, precision) if pending else None
 
         def work(item) -> dict:
             check_batch_item(item)
@@ -578,6 +598,7 @@ def decompress(
         "--model", "-m", metavar="NAME|PATH",
         help="Model to decode with; default: the one the file names if shipped, else the default.")] = None,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = PrecisionName.auto,
     lossless: Annotated[bool, typer.Option(help="Encode the output losslessly (RGB H.264, large).")] = False,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Leave out the audio the file keeps.")] = False,
     output_dir: OutDirOpt = None,
@@ -592,7 +613,7 @@ def decompress(
     into a directory)."""
     if is_batch(inputs, output_dir, from_list, shard, skip_existing):
         decompress_batch(inputs, output_dir, from_list, shard, skip_existing, lossless, model, device.value, force,
-                         json_out, quiet)
+                         json_out, quiet, precision.value, audio=not no_audio)
         return
     with errors(codec_code=EXIT_CONTAINER):
         input, output = single_pair(inputs, ".itok files")
@@ -601,7 +622,7 @@ def decompress(
         from .container import read_header_and_index
 
         header, _, _ = read_header_and_index(input)  # a bad file fails here, before torch is loaded
-        tok = tokenizer_for(header, model, device.value)
+        tok = tokenizer_for(header, model, device.value, precision.value)
         with frame_progress("decompress", show_progress(quiet)) as progress:
             result = tok.decompress_file(input, output, lossless=lossless, force=force, progress=progress,
                                          audio=not no_audio)
@@ -611,7 +632,7 @@ def decompress(
     elif not quiet:
         rows = [
             ("frames", f"{result.frames} ({result.width}x{result.height})"),
-            ("model", f"{tok.loaded.name} on {tok.device}"),
+            ("model", f"{tok.loaded.name} on {tok.device}, {tok.precision.name}"),
             ("output", f"{human_size(output.stat().st_size)}{' (lossless)' if lossless else ''}"),
             ("time", f"{result.seconds:.2f} s ({result.frames_per_second:.1f} frames/s)"),
         ]
@@ -621,7 +642,7 @@ def decompress(
 
 
 def decompress_batch(inputs, out_dir, from_list, shard, skip_existing: bool, lossless: bool, model, device: str,
-                     force: bool, json_out: bool, quiet: bool) -> None:
+                     force: bool, json_out: bool, quiet: bool, precision: str, audio: bool) -> None:
     """`decompress INPUTS... -o DIR`: every file to DIR/<stem>.mp4, each model loaded once."""
     with errors(codec_code=EXIT_CONTAINER):
         from . import batch
@@ -634,14 +655,14 @@ def decompress_batch(inputs, out_dir, from_list, shard, skip_existing: bool, los
         dev = pick_device(device)
         loaded: dict[str, Tokenizer] = {}
         if model is not None and any(not (skip_existing and i.output.exists()) for i in items):
-            loaded[model] = Tokenizer(model, dev)  # a bad --model stops the batch before any work
+            loaded[model] = Tokenizer(model, dev, precision=precision)  # a bad --model stops the batch before any work
 
         def work(item) -> dict:
             check_batch_item(item)
             header, _, _ = read_header_and_index(item.input)
             name = model_for_file(header, model)
             if name not in loaded:
-                loaded[name] = Tokenizer(name, dev)
+                loaded[name] = Tokenizer(name, dev, precision=precision)
             tok = loaded[name]
             try:
                 tok.check_weights(header.weights_sha256, header.model_name)
@@ -650,7 +671,7 @@ def decompress_batch(inputs, out_dir, from_list, shard, skip_existing: bool, los
                 raise CliError(f"{exc}{hint}", EXIT_MODEL) from None
             with frame_progress(item.input.name, show_progress(quiet)) as progress:
                 result = tok.decompress_file(item.input, item.output, lossless=lossless, force=force,
-                                             progress=progress)
+                                             progress=progress, audio=audio)
             return result.to_dict()
 
         def describe(r: dict) -> str:
@@ -876,6 +897,7 @@ def visualize(
         "--model", "-m", metavar="NAME|PATH",
         help="Model to decode with; default: the one the file names if shipped, else the default.")] = None,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = PrecisionName.auto,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -898,7 +920,7 @@ def visualize(
                 check_source(source, header)
             except CodecError as exc:
                 raise CliError(str(exc), EXIT_USAGE) from None
-        tok = tokenizer_for(header, model, device.value)
+        tok = tokenizer_for(header, model, device.value, precision.value)
         with frame_progress("visualize", show_progress(quiet)) as progress:
             result = render(input, output, tok, source=source, overwrite=force, progress=progress)
     if json_out:
@@ -941,6 +963,7 @@ def eval_(
                             "much as decoding).")] = "alex",
     model: ModelOpt = None,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = PrecisionName.auto,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -970,7 +993,7 @@ def eval_(
         if lpips != "none" and lpips not in NETS:
             raise CliError(f"--lpips: unknown network {lpips!r}; choose from {', '.join(NETS)} or none", EXIT_USAGE)
         dev = pick_device(device.value)
-        tok = Tokenizer(load_model(model, dev), dev)
+        tok = Tokenizer(load_model(model, dev), dev, precision=precision.value)
         try:
             perceptual = None if lpips == "none" else load_stlpips(lpips, dev)
         except PerceptualError as exc:  # weights missing or damaged: a model problem
@@ -1070,6 +1093,7 @@ def train(
         "--config", metavar="JSON",
         help="JSON object of further TrainConfig fields (e.g. model, crops, clip_frames); "
              "options given on the command line win.")] = None,
+    precision: PrecisionOpt = PrecisionName.auto,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -1084,7 +1108,8 @@ def train(
         if init_from is not None:
             require_input(init_from)
         given = {"steps": steps, "batch": batch, "seed": seed, "lr": lr, "stage": stage,
-                 "init_from": str(init_from) if init_from is not None else None}
+                 "init_from": str(init_from) if init_from is not None else None,
+                 "precision": None if precision == PrecisionName.auto else precision.value}
         overrides |= {k: v for k, v in given.items() if v is not None}
         overrides |= {"data": list(data), "out": str(out), "run_dir": str(run_dir), "resume": resume}
         cfg = training.config_from_dict(overrides)  # ValueError (exit 2) on unknown or malformed settings
@@ -1129,6 +1154,37 @@ def models(json_out: JsonOpt = False) -> None:
     Console().print(table)
     Console(stderr=True).print("PSNR: dev set, 256x256 centre crops, 33 frames (scripts/dev_quality.py); "
                                "fps: 256x256, 65 frames, defaults, on 2 CPU cores (the same script, --speed).")
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def doctor(json_out: JsonOpt = False) -> None:
+    """Show what infotok runs on: versions, devices, CPU vector extensions and bf16 support, the precision
+    `auto` picks and why, threads, and where models are looked up. Run it when something is slow or fails."""
+    with errors(codec_code=EXIT_INTERNAL):
+        from .doctor import environment
+
+        env = environment()
+    if json_out:
+        print_json(env)
+        return
+    video, cpu, models_ = env["video"], env["cpu"], env["models"]
+    encoders = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in video.get("encoders", {}).items())
+    rows = [
+        ("infotok", env["infotok"]), ("python", f"{env['python']} ({env['platform']})"),
+        ("torch", f"{env['torch']['version']}, {env['torch']['threads']} threads"),
+        ("PyAV", f"{video.get('pyav')} (FFmpeg libavcodec {video.get('ffmpeg_libraries', {}).get('libavcodec')})"),
+        ("encoders", encoders), ("ffmpeg binary", video.get("ffmpeg_binary") or "not found (eval's x264/x265)"),
+        ("CPU", f"{cpu['model']} ({cpu['cores']} cores)"),
+        ("vector extensions", " ".join(cpu["vector_extensions"]) or "none detected"),
+        ("bf16 native on CPU", "yes" if cpu["bf16_native"] else "no (emulated: very slow)"),
+        *[(d["device"], d["name"]) for d in env["devices"] if d["device"] != "cpu"],
+        *[(f"precision auto ({dev})", f"{p['precision']}: {p['reason']}")
+          for dev, p in env["precision"].items() if isinstance(p, dict)],
+        ("models", f"{', '.join(models_['shipped'])} (shipped, default {models_['default']})"
+                   + (f"; {', '.join(models_['imported'])} (imported)" if models_["imported"] else "")),
+        ("model store", models_["user_dir"]),
+    ]
+    out_console.print(key_value_table("infotok doctor", rows))
 
 
 # ----------------------------------------------------------------------------- entry point

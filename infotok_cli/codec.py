@@ -23,6 +23,7 @@ from .audio import AudioError, AudioTrack, pack_audio, read_audio, unpack_audio
 from .container import CHUNK_AUDIO, CHUNK_QUALITY, ContainerError, Header, ItokReader, ItokWriter
 from .metrics import psnr_video
 from .model import SPATIAL_STRIDE, TEMPORAL_STRIDE, InfoTok
+from .precision import Precision, resolve_precision
 from .quality import PSNR_CAP, WindowQuality, pack_quality
 from .router import (
     DEFAULT_PLACEMENT,
@@ -42,7 +43,6 @@ from .video_io import VideoInfo, VideoWriter, iter_frames, probe_video
 from .weights import LoadedModel
 
 CHUNK_PIXELS = 1 << 22  # pixels per chunk of the per-frame convolution stages
-AUTOCAST_DTYPE = torch.bfloat16  # the precision the model runs in (weights stored so by the Tokenizer)
 Progress = Callable[[int, int], None]  # (frames done, frames total)
 MaskFn = Callable[[torch.Tensor, int], torch.Tensor]  # (placement score [t,h,w], k) -> keep mask
 
@@ -164,15 +164,18 @@ class Tokenizer:
     `placement` chooses which positions keep their tokens (router.py): "probe-gain" (the default: two
     probe decodes per window, no full-rate decode with weights that record e_ref_probe), "drop-gain"
     (the full-rate decode, then the same probes) or "error" (the full-rate error alone, the paper's
-    router).
+    router). `precision` ("auto", "fp32", "bf16", "fp16" or a resolved `Precision`) is the precision the
+    model runs in (precision.py: `auto` is bf16 only where the hardware runs it natively).
     """
 
-    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", placement: str = DEFAULT_PLACEMENT):
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", placement: str = DEFAULT_PLACEMENT,
+                 precision: str | Precision = "auto"):
         if placement not in PLACEMENTS:
             raise CodecError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
         self.loaded = loaded
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.model: InfoTok = loaded.model.to(self.device).for_inference_(AUTOCAST_DTYPE)
+        self.precision = resolve_precision(precision, self.device)
+        self.model: InfoTok = loaded.model.to(self.device).for_inference_(self.precision.dtype)
         self.placement = placement
 
     @property
@@ -195,8 +198,8 @@ class Tokenizer:
             return 2
         return 3 if self.skips_full_decode else 4
 
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPE)
+    def autocast(self) -> torch.autocast:
+        return self.precision.autocast()
 
     def bound_chunks(self, height: int, width: int) -> None:
         """Size the per-frame 2-D stages' chunks to about 4 Mpixels, so peak memory does not grow with
@@ -301,6 +304,7 @@ class CompressResult:
     windows_short: int = 0
     search_probes: list[int] = field(default_factory=list)
     audio: dict | None = None  # the kept audio stream (AudioTrack.summary()), None when none was kept
+    precision: str = "fp32"  # the precision the model ran in (precision.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -334,7 +338,7 @@ def make_header(info: VideoInfo, tok: Tokenizer, window: int, overlap: int, beta
         sar_num=info.sar_num, sar_den=info.sar_den, model_name=tok.loaded.name,
         weights_sha256=tok.loaded.sha256, window=window, overlap=overlap, beta=float(beta),
         strategy=strategy, padded_width=padded_width, padded_height=padded_height, encoder_version=__version__,
-        extra=extra or {},
+        extra={**(extra or {}), "precision": tok.precision.name},
     )
 
 
@@ -443,7 +447,7 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
         frames_per_second=info.num_frames / seconds, window_rates=rates, notices=notices,
         target_psnr=target_psnr, max_bpp16=max_bpp16, window_psnr=psnrs,
         windows_short=quality.short() if quality else 0, search_probes=probes,
-        audio=track.summary() if track is not None else None,
+        audio=track.summary() if track is not None else None, precision=tok.precision.name,
     )
 
 
@@ -494,6 +498,7 @@ class DecompressResult:
     lossless: bool
     audio: dict | None = None  # the audio muxed into the output (AudioTrack.summary()), if any
     notices: list[str] = field(default_factory=list)
+    precision: str = "fp32"  # the precision the model ran in (precision.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -544,4 +549,5 @@ def decompress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, lossle
     seconds = time.perf_counter() - t0
     return DecompressResult(input=str(src), output=str(dst), frames=count, width=h.width, height=h.height,
                             seconds=seconds, frames_per_second=count / seconds, lossless=lossless,
-                            audio=track.summary() if track is not None else None, notices=out.notices)
+                            audio=track.summary() if track is not None else None, notices=out.notices,
+                            precision=tok.precision.name)

@@ -494,7 +494,8 @@ def evaluate(paths: Sequence[str | Path], tok: Tokenizer, rates: Sequence[float]
         except PerceptualError as exc:
             raise EvalError(str(exc)) from None
     infos = [probe_video(p) for p in paths]  # fail on a bad input before any long work starts
-    by_error = Tokenizer(tok.loaded, tok.device, placement="error")  # the same model, the paper's placement
+    # the same model, the paper's placement
+    by_error = Tokenizer(tok.loaded, tok.device, placement="error", precision=tok.precision)
     total = _steps(methods, rates) * len(paths)
     done = 0
     rows: list[EvalRow] = []

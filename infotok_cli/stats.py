@@ -125,6 +125,8 @@ def summarize(header: Header, windows: list[WindowMeta], file_size: int, name: s
         "duration_seconds": header.num_frames / fps if fps else 0.0,
         "model": header.model_name,
         "weights_sha256": header.weights_sha256,
+        # the precision the encoder ran in (files written before it was recorded: None)
+        "precision": header.extra.get("precision"),
         "strategy": header.strategy,
         "beta": header.beta,
         "window": header.window,

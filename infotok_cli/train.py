@@ -56,6 +56,7 @@ from torch import nn
 from .codebook import token_entropy
 from .metrics import ssim_loss
 from .model import InfoTok, ModelConfig, count_parameters, grow
+from .precision import PRECISIONS, Precision, resolve_precision
 from .router import (
     PLACEMENTS,
     drop_gain,
@@ -102,7 +103,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     max_frames_per_video: int = 300
     seed: int = 0
-    bf16: bool = True
+    precision: str = "auto"  # precision.PRECISIONS: auto = bf16 where the device runs it natively, else fp32
     log_every: int = 25
     val_every: int = 500
     checkpoint_every: int = 250
@@ -126,6 +127,9 @@ def config_from_dict(d: dict) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
     kwargs = dict(d)
+    if "bf16" in kwargs:  # the older switch: on meant "bf16 wherever" (now: where native), off float32
+        kwargs.setdefault("precision", "auto" if kwargs["bf16"] else "fp32")
+        del kwargs["bf16"]
     for key, convert in _TUPLE_FIELDS.items():
         if key in kwargs:
             try:
@@ -133,6 +137,8 @@ def config_from_dict(d: dict) -> TrainConfig:
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"malformed training setting {key!r}: {exc}") from None
     cfg = TrainConfig(**kwargs)
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {cfg.placement!r}")
     if cfg.pixel_loss not in PIXEL_LOSSES:
@@ -360,11 +366,12 @@ def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module, opt: torch.opt
 
 
 @torch.no_grad()
-def validate(model: InfoTok, clips: list[torch.Tensor], rates: tuple[float, ...], bf16: bool,
+def validate(model: InfoTok, clips: list[torch.Tensor], rates: tuple[float, ...], precision: Precision,
              placement: str = "error") -> dict[str, float]:
     """PSNR per keep rate (over all validation windows' pixels), with the codec's placement of the kept
-    tokens (fixed probe half), and codebook use at full rate."""
+    tokens (fixed probe half), and codebook use at full rate. Clips move to the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     out: dict[str, float] = {}
     indices = []
     for rate in rates:
@@ -372,7 +379,8 @@ def validate(model: InfoTok, clips: list[torch.Tensor], rates: tuple[float, ...]
             continue
         sq_err, count = 0.0, 0
         for x in clips:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            x = x.to(device)
+            with precision.autocast():
                 codes, idx = model.encode(x)
                 keep = None
                 if rate < 1:
@@ -382,7 +390,7 @@ def validate(model: InfoTok, clips: list[torch.Tensor], rates: tuple[float, ...]
             sq_err += F.mse_loss(y.float().clamp(-1, 1), x, reduction="sum").item()
             count += x.numel()
             if rate == 1:
-                indices.append(idx.flatten())
+                indices.append(idx.flatten().cpu())
         out[f"psnr@{rate:g}"] = 10 * math.log10(4 / max(sq_err / count, 1e-12))
     if indices:
         use = token_entropy(torch.cat(indices), model.cfg.levels)
@@ -411,15 +419,17 @@ def fixed_windows(videos: list[torch.Tensor], frames: int, size: int) -> list[to
 
 
 @torch.no_grad()
-def reference_errors(model: InfoTok, clips: list[torch.Tensor], bf16: bool) -> tuple[float, float]:
+def reference_errors(model: InfoTok, clips: list[torch.Tensor], precision: Precision) -> tuple[float, float]:
     """(e_ref, e_ref_probe): the mean per-position error (in [0, 2] pixel units) over the given windows
     of the full-rate decode, and of the drop-gain probes where each position's token is sent
     (router.probe_errors, the codec's fixed half). The codec estimates a window's full-rate error from
     its probes as probe error x e_ref / e_ref_probe, which spares the full-rate decode."""
     model.eval()
+    device = next(model.parameters()).device
     full, probe = [], []
     for x in clips:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        x = x.to(device)
+        with precision.autocast():
             codes, _ = model.encode(x)
             full.append(position_error(x, model.decode(codes)).mean().item())
             half = probe_half(tuple(codes.shape[1:-1]))
@@ -440,6 +450,8 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     is_main = rank == 0
     log = echo if is_main else (lambda _msg: None)
+    precision = resolve_precision(cfg.precision, device)
+    log(f"precision {precision.name} ({precision.reason})")
     torch.manual_seed(cfg.seed + rank)
 
     run_dir = Path(cfg.run_dir)
@@ -525,7 +537,7 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
                 g["lr"] = lr_at(step, cfg, progress if cfg.minutes > 0 else None)
             x = sampler.sample().to(device)
             rates = [rate_rng.choice(cfg.rates) for _ in range(x.shape[0])]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            with precision.autocast():
                 y, penalty = objective(x, rates)
             y = y.float()
             frames_y, frames_x = as_frames(y), as_frames(x)
@@ -533,7 +545,7 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
             if cfg.ssim_weight:
                 loss = loss + cfg.ssim_weight * ssim_loss(frames_y, frames_x)
             if lpips is not None:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                with precision.autocast():
                     perceptual = lpips_term(lpips, y, x, cfg.lpips_frames, frame_rng)
                 loss = loss + cfg.lpips_weight * perceptual.float()
             opt.zero_grad(set_to_none=True)
@@ -560,9 +572,9 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
                 window_loss, window_psnr, t_window, clips_done = [], [], time.time(), 0
             last = schedule_progress(step, history["train_seconds"] + time.time() - t_start, cfg) >= 1
             if is_main and (step % cfg.val_every == 0 or last) and val_clips:
-                scores = validate(ema, val_clips, (1.0, 0.5, 0.25), cfg.bf16, cfg.placement)
+                scores = validate(ema, val_clips, (1.0, 0.5, 0.25), precision, cfg.placement)
                 history["e_ref_estimate"], history["e_ref_probe_estimate"] = reference_errors(
-                    ema, e_ref_clips[:24], cfg.bf16)
+                    ema, e_ref_clips[:24], precision)
                 history["val"].append({"step": step, **scores})
                 msg = f"val step {step}: " + " ".join(f"{k} {v:.2f}" for k, v in scores.items())
                 log(msg)
@@ -581,7 +593,7 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
     summary: dict = {}
     if is_main:
         ema.adaptive = True  # the shipped model always has its adaptive path (identity after a base stage)
-        e_ref, e_ref_probe = reference_errors(ema, e_ref_clips, cfg.bf16)
+        e_ref, e_ref_probe = reference_errors(ema, e_ref_clips, precision)
         summary = {
             "steps": step,
             "train_seconds": round(history["train_seconds"], 1),

@@ -68,6 +68,7 @@ from infotok_cli.evaluate import (
 )
 from infotok_cli.model import count_parameters
 from infotok_cli.perceptual import STLPIPS, ReferenceScorer, frames_distance, load_stlpips
+from infotok_cli.precision import choose_precision, cpu_info, native_bf16
 from infotok_cli.router import top_k_mask
 from infotok_cli.video_io import VideoWriter, iter_frames, probe_video
 from infotok_cli.weights import DEFAULT_MODEL, load_model
@@ -103,16 +104,12 @@ def command_arg(arg: str) -> str:
 
 def machine() -> dict:
     """What the numbers were measured on (no paths, no host names)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_info()
     info = {
-        "cpu": cpu,
+        "cpu": cpu.model,
+        "vector extensions": " ".join(cpu.flags) or "none detected",
+        "bf16 native on the CPU": "yes (AVX512-BF16 / AMX)" if cpu.bf16_native else "no (emulated)",
+        "precision `auto` picks": choose_precision("auto", "cuda" if torch.cuda.is_available() else "cpu").name,
         "logical cores": str(os.cpu_count()),
         "cores usable by this process": str(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity")
         else "?",
@@ -268,10 +265,16 @@ class TimedTokenizer(Tokenizer):
             return top_k_mask(error, k)
 
 
+def speed_precisions(device: str) -> list[str]:
+    """float32 everywhere, and bf16 where the device runs it natively (emulated bf16 is not worth timing)."""
+    return ["fp32"] + (["bf16"] if native_bf16(device) else [])
+
+
 @dataclass
 class Speed:
     size: tuple[int, int]
     device: str
+    precision: str
     frames: int
     compress_s: list[float] = field(default_factory=list)
     decompress_s: list[float] = field(default_factory=list)
@@ -281,7 +284,7 @@ class Speed:
 
 def measure_speed(tok: TimedTokenizer, clip: Path, runs: int, tmp: Path) -> Speed:
     info = probe_video(clip)
-    sp = Speed((info.width, info.height), tok.device.type, info.num_frames)
+    sp = Speed((info.width, info.height), tok.device.type, tok.precision.name, info.num_frames)
     itok, out = tmp / "speed.itok", tmp / "speed.mp4"
     compress_video(clip, itok, tok, overwrite=True)  # warm-up: allocator, kernels, page cache
     decompress_video(itok, out, tok, overwrite=True)
@@ -609,25 +612,25 @@ def quality_section(tok: Tokenizer, clips: list[Path], frames: int) -> list[str]
 
 
 def speed_table(speeds: list[Speed]) -> str:
-    lines = ["| size | device | frames | compress frames/s | decompress frames/s | compress s | decompress s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| size | device | precision | frames | compress frames/s | decompress frames/s | compress s | "
+             "decompress s |", "|---|---|---|---|---|---|---|---|"]
     for s in speeds:
         c, d = statistics.median(s.compress_s), statistics.median(s.decompress_s)
-        lines.append(f"| {s.size[0]}x{s.size[1]} | {s.device} | {s.frames} | {s.frames / c:.1f} | "
+        lines.append(f"| {s.size[0]}x{s.size[1]} | {s.device} | {s.precision} | {s.frames} | {s.frames / c:.1f} | "
                      f"{s.frames / d:.1f} | {c:.2f} | {d:.2f} |")
     return "\n".join(lines)
 
 
 def parts_table(speeds: list[Speed]) -> str:
     keys_c = ["encoder", "full-rate decode", "probe decodes", "router", "container + I/O"]
-    lines = ["| size | device | " + " | ".join(f"compress: {k}" for k in keys_c)
+    lines = ["| size | device | precision | " + " | ".join(f"compress: {k}" for k in keys_c)
              + " | decompress: decoder | decompress: container + I/O |",
-             "|---|---|" + "---|" * (len(keys_c) + 2)]
+             "|---|---|---|" + "---|" * (len(keys_c) + 2)]
     for s in speeds:
         tc, td = sum(s.parts_c.values()), sum(s.parts_d.values())
         cells = [f"{s.parts_c[k]:.2f} s ({100 * s.parts_c[k] / tc:.0f}%)" for k in keys_c]
         cells += [f"{s.parts_d[k]:.2f} s ({100 * s.parts_d[k] / td:.0f}%)" for k in ("decoder", "container + I/O")]
-        lines.append(f"| {s.size[0]}x{s.size[1]} | {s.device} | " + " | ".join(cells) + " |")
+        lines.append(f"| {s.size[0]}x{s.size[1]} | {s.device} | {s.precision} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -783,15 +786,18 @@ def main(argv: list[str] | None = None) -> int:
                 clip = prepare(content, tmp / f"speed-{w}x{h}.mp4", (w, h), plan.speed_frames, lossless=False,
                                loop=True)
                 for dev in devices:
-                    log(f"speed {w}x{h} on {dev}")
-                    ttok = TimedTokenizer(load_model(args.model, dev), dev)
-                    speeds.append(measure_speed(ttok, clip, plan.runs, tmp))
+                    for precision in speed_precisions(dev):
+                        log(f"speed {w}x{h} on {dev} in {precision}")
+                        ttok = TimedTokenizer(load_model(args.model, dev), dev, precision=precision)
+                        speeds.append(measure_speed(ttok, clip, plan.runs, tmp))
             durations["speed"] = time.perf_counter() - t0
             md += ["## Speed", "",
                    f"Content: `{content.name}` scaled and centre-cropped, {plan.speed_frames} frames, "
                    f"`compress` defaults (global strategy, beta 0.5, window 33, overlap 3). Medians of "
                    f"{plan.runs} run(s) after a warm-up; decompress includes writing the output video "
-                   "(libx264).", "", speed_table(speeds), "",
+                   f"(libx264). CPU: {mach['cpu']} ({mach['vector extensions']}); float32 always, bf16 where "
+                   f"the device runs it natively; with no option `auto` runs {mach['precision `auto` picks']} "
+                   "here.", "", speed_table(speeds), "",
                    "### Where the time goes", "",
                    "Mean seconds per run and share. Encoder = input conversion + CNN encoder + compressor "
                    "transformer + FSQ; full-rate decode = the router's pass that decodes every token once (0 "
@@ -829,7 +835,8 @@ def main(argv: list[str] | None = None) -> int:
             head = ["input", "compress peak RSS", "above load", "compress frames/s", "decompress peak RSS",
                     "decompress frames/s"] + (["CUDA peak (compress)"] if cuda else [])
             md += ["## Memory", "",
-                   f"Peak resident memory of one `compress` / `decompress` (defaults) in a fresh process on {dev}, "
+                   f"Peak resident memory of one `compress` / `decompress` (defaults) in a fresh process on {dev} "
+                   f"in {choose_precision('auto', dev).name}, "
                    f"from its /proc/self/status VmHWM. Starting Python and torch and loading the model alone peaks at "
                    f"{base_rss:.0f} MiB (`above load` is the rest). Frames stream through one coding window (33 "
                    "frames) at a time, so beyond one window the peak should stay flat as the length grows.", "",

@@ -104,9 +104,10 @@ def glance_rows(bench: str) -> list[tuple[str, str]]:
                  f"{x264['PSNR']} dB against {elbo['PSNR']} dB" if x264 and elbo else "-"))
 
     for size in ("256x256", "640x360"):
-        s = row(speed, size=size)
+        runs = [r for r in speed if r.get("size") == size]
         rows.append((f"compress / decompress, {size}",
-                     f"{s['compress frames/s']} / {s['decompress frames/s']} frames/s" if s else "-"))
+                     "; ".join(f"{r['compress frames/s']} / {r['decompress frames/s']} frames/s"
+                               + (f" ({r['precision']})" if "precision" in r else "") for r in runs) or "-"))
 
     big = row(memory, input="1280x720, 300 frames")
     rows.append(("peak memory, 300 frames of 1280x720",

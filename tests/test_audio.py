@@ -152,6 +152,13 @@ def test_no_audio_and_inspect_through_the_command(folder: Path, tiny_weights: Pa
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert read_audio(out) is None and probe_video(out).num_frames == FRAMES
 
+    batch_dir = folder / "batch_silent"  # batch mode honours --no-audio as well
+    proc = infotok("decompress", itok, "-o", batch_dir, "--model", tiny_weights, "--no-audio", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert read_audio(batch_dir / "cli.mp4") is None and probe_video(batch_dir / "cli.mp4").num_frames == FRAMES
+    proc = infotok("decompress", itok, "-o", folder / "batch_sound", "--model", tiny_weights, "-q")
+    assert proc.returncode == 0 and read_audio(folder / "batch_sound" / "cli.mp4") is not None, proc.stderr
+
     silent = folder / "cli_silent.itok"
     proc = infotok("compress", src, silent, "--model", tiny_weights, "--window", "9", "--no-audio")
     assert proc.returncode == 0 and "not kept (--no-audio)" in proc.stderr

@@ -105,6 +105,49 @@ def test_compress_placement_option(work: Path, moving_video: Path, tiny_weights:
     assert not bad.exists()
 
 
+def test_precision_is_chosen_recorded_and_checked(work: Path, moving_video: Path, tiny_weights: Path,
+                                                  compressed: tuple[Path, dict]) -> None:
+    """auto picks a precision this CPU runs natively and the file records it; fp32 can be forced; fp16 has
+    no CPU kernels worth using and is a usage error there."""
+    from infotok_cli.precision import choose_precision
+
+    auto = choose_precision("auto", "cpu").name
+    assert compressed[1]["precision"] == auto
+    assert read_header_and_index(compressed[0])[0].extra["precision"] == auto
+    out = work / "moving-fp32.itok"
+    proc = infotok("compress", moving_video, out, "--model", tiny_weights, "--window", "17", "--precision", "fp32",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["precision"] == "fp32"
+    summary = json.loads(infotok("inspect", out, "--json").stdout)["summary"]
+    assert summary["precision"] == "fp32"
+    bad = work / "moving-fp16.itok"
+    assert_fails(infotok("compress", moving_video, bad, "--model", tiny_weights, "--precision", "fp16"), 2,
+                 "--precision fp16 needs a CUDA device")
+    assert not bad.exists()
+
+
+def test_doctor_reports_the_machine() -> None:
+    from infotok_cli.precision import cpu_info
+
+    proc = infotok("doctor", "--json")
+    assert proc.returncode == 0, proc.stderr
+    env = json.loads(proc.stdout)
+    assert set(env) == {"infotok", "python", "platform", "torch", "video", "cpu", "devices", "precision",
+                        "environment", "models"}
+    assert env["infotok"] == __version__ and env["python"] == sys.version.split()[0]
+    assert {"version", "threads", "interop_threads", "cuda_build"} <= set(env["torch"])
+    assert env["video"]["encoders"]["libx264"] is True and env["video"]["pyav"]
+    assert env["cpu"]["bf16_native"] == cpu_info().bf16_native
+    assert env["cpu"]["vector_extensions"] == list(cpu_info().flags)
+    assert env["devices"][0]["device"] == "cpu"
+    assert env["precision"]["cpu"]["precision"] == ("bf16" if cpu_info().bf16_native else "fp32")
+    assert env["precision"]["cpu"]["reason"]
+    assert "infotok-m" in env["models"]["shipped"] and env["models"]["default"] == "infotok-m"
+    proc = infotok("doctor")
+    assert proc.returncode == 0 and "precision auto (cpu)" in proc.stdout, proc.stderr
+
+
 def test_inspect_json_matches_container(compressed: tuple[Path, dict]) -> None:
     path, _ = compressed
     proc = infotok("inspect", path, "--json")

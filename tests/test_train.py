@@ -40,7 +40,7 @@ def test_config_from_dict_validates() -> None:
     assert cfg.crops == ((16, 32),) and cfg.rates == (1.0, 0.5)
     for bad in ({"nope": 1}, {"crops": [[15, 16]]}, {"clip_frames": 6}, {"crops": "16x16"}, {"lr": 0},
                 {"lpips_weight": -0.1}, {"lpips_frames": 0}, {"code_usage_weight": -1}, {"placement": "best"},
-                {"pixel_loss": "l2"}):
+                {"pixel_loss": "l2"}, {"precision": "fp8"}):
         with pytest.raises(ValueError):
             train.config_from_dict(bad)
 
@@ -221,3 +221,32 @@ def test_init_from_can_grow_the_model(tmp_path: Path, clips: list[Path]) -> None
                         run_dir=str(tmp_path / "run-c"), out=str(tmp_path / "c.safetensors"))
     with pytest.raises(ValueError, match="only the depths"):
         train.run(wider, progress=False, echo=lambda _m: None)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_validation_runs_on_the_model_device_in_the_run_precision(monkeypatch: pytest.MonkeyPatch,
+                                                                   device: str) -> None:
+    """validate and reference_errors move the (CPU) clips to the model's device and run in the run's
+    precision: no CPU autocast when the run is float32, whatever the device."""
+    from infotok_cli.model import InfoTok, ModelConfig
+    from infotok_cli.precision import Precision
+
+    torch.manual_seed(0)
+    model = InfoTok(ModelConfig.from_dict(TINY)).to(device).eval()
+    seen: list[tuple[str, bool]] = []
+    decode = model.decode
+
+    def watched_decode(codes: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        seen.append((codes.device.type, torch.is_autocast_enabled("cpu")))
+        return decode(codes, *args, **kwargs)
+
+    monkeypatch.setattr(model, "decode", watched_decode)
+    clips = [torch.rand(1, 3, 5, 16, 16) * 2 - 1]
+    fp32 = Precision("fp32", device, "asked for")
+    scores = train.validate(model, clips, (1.0, 0.5), fp32, "probe-gain")
+    e_ref, e_ref_probe = train.reference_errors(model, clips, fp32)
+    assert seen and all(kind == device and not autocast for kind, autocast in seen)
+    assert 0 < scores["psnr@1"] < 99 and e_ref > 0 and e_ref_probe > 0
