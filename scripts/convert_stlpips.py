@@ -18,8 +18,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from infotok_cli.perceptual import ALEX_WEIGHTS, STLPIPS, _sha256, load_state_strict
-from infotok_cli.plots import atomic_write
+from infotok_cli.eval.perceptual import ALEX_WEIGHTS, STLPIPS, _sha256, load_state_strict
+from infotok_cli.io.atomic import atomic_write
 
 MEMBER = "stlpips_pytorch/weights/vST0.0/alex_shift_tolerant.pth"
 MAX_BYTES = 64 << 20  # the member is 9.9 MB

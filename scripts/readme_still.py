@@ -19,11 +19,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from infotok_cli.codec import Tokenizer, compress_video
-from infotok_cli.container import ItokReader
-from infotok_cli.video_io import probe_video
-from infotok_cli.visualize import iter_composed
-from infotok_cli.weights import load_model
+from infotok_cli.coding.compress import compress_video
+from infotok_cli.coding.tokenizer import Tokenizer
+from infotok_cli.format.reader import ItokReader
+from infotok_cli.io.video import probe_video
+from infotok_cli.model.store import load_model
+from infotok_cli.report.visualize import iter_composed
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from infotok_cli.codec import Tokenizer
+from infotok_cli.coding.tokenizer import Tokenizer
+from infotok_cli.io.video_writer import VideoWriter
 from infotok_cli.model import InfoTok, ModelConfig
-from infotok_cli.video_io import VideoWriter
-from infotok_cli.weights import load_model, save_weights
+from infotok_cli.model.store import load_model, save_weights
 
 # One intra-op thread: the tensors here are tiny, and on a busy machine (e.g. with a training job running)
 # two OpenMP threads wait on each other so much that a millisecond op can take 100x longer.

@@ -1,7 +1,7 @@
 """A second implementation of docs/FORMAT.md section 14 (entropy coding of .itok version 2 windows),
 written from the text in plain Python, without numpy vectorisation or constriction.
 
-The tests compare its bytes with `infotok_cli.entropy`'s, so they check that the spec is precise enough
+The tests compare its bytes with `infotok_cli.format.entropy`'s, so they check that the spec is precise enough
 to reimplement, and that the implementation follows it. Slow (a Python loop per symbol): small grids only.
 """
 

@@ -12,10 +12,12 @@ import torch
 
 import infotok_cli
 from infotok_cli.api import Tokenizer
-from infotok_cli.codec import CompressResult, iter_decoded
-from infotok_cli.container import CODEBOOK_SIZE, ContainerError, ItokReader, read_header_and_index
-from infotok_cli.video_io import iter_frames, probe_video
-from infotok_cli.weights import WeightsError
+from infotok_cli.coding.compress import CompressResult
+from infotok_cli.coding.decompress import iter_decoded
+from infotok_cli.constants import CODEBOOK_SIZE
+from infotok_cli.errors import ContainerError, WeightsError
+from infotok_cli.format.reader import ItokReader, read_header_and_index
+from infotok_cli.io.video import iter_frames, probe_video
 
 OPTIONS = {"window": 17, "overlap": 3, "beta": 0.4}
 

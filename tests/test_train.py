@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from infotok_cli import train
-from infotok_cli.weights import load_model
+from infotok_cli.model.store import load_model
 
 TINY = dict(channels_quarter=8, channels_eighth=8, latent_dim=16, width=16, heads=2, compressor_layers=1,
             decompressor_layers=1)
@@ -143,7 +143,7 @@ def test_unknown_stage_is_rejected() -> None:
 
 
 def test_lpips_term_is_a_differentiable_distance_over_sampled_frames() -> None:
-    from infotok_cli.perceptual import load_stlpips
+    from infotok_cli.eval.perceptual import load_stlpips
 
     lpips = load_stlpips("alex")
     gen = torch.Generator().manual_seed(0)
@@ -192,8 +192,8 @@ def test_train_with_gain_placements(tmp_path: Path, clips: list[Path], placement
 
 def test_router_score_placements() -> None:
     """`error` is the full-rate error itself; `drop-gain` is a different score of the same shape."""
+    from infotok_cli.coding.router import position_error
     from infotok_cli.model import InfoTok, ModelConfig
-    from infotok_cli.router import position_error
 
     torch.manual_seed(0)
     model = InfoTok(ModelConfig.from_dict(TINY)).eval()
@@ -231,8 +231,8 @@ def test_validation_runs_on_the_model_device_in_the_run_precision(monkeypatch: p
                                                                    device: str) -> None:
     """validate and reference_errors move the (CPU) clips to the model's device and run in the run's
     precision: no CPU autocast when the run is float32, whatever the device."""
+    from infotok_cli.coding.precision import Precision
     from infotok_cli.model import InfoTok, ModelConfig
-    from infotok_cli.precision import Precision
 
     torch.manual_seed(0)
     model = InfoTok(ModelConfig.from_dict(TINY)).to(device).eval()

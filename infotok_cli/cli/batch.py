@@ -1,0 +1,317 @@
+"""Batch runs over many inputs: input lists, deterministic shards, output names and per-file outcomes.
+
+`run` calls a function per file and reports each file's outcome (ok, failed with its exception, or
+skipped because its output exists), so one bad input never stops a batch; `report_batch` turns the
+outcomes into lines, JSON and exit codes. `compress_batch`, `decompress_batch` and `inspect_batch` are
+the batch forms of those commands: a model is loaded once (per model, for decompress) for every file.
+
+Sharding: `--shard K/N` keeps the inputs whose position in the (de-duplicated) input list is K modulo
+N, K = 0..N-1. Every job of an array must see the same list in the same order; the N shards are then
+disjoint and together hold every input exactly once, with no coordination between jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import typer
+
+from .app import (
+    EXIT_BATCH,
+    EXIT_CONTAINER,
+    EXIT_EXISTS,
+    EXIT_INPUT,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    classify,
+    errors,
+    frame_progress,
+    model_error,
+    print_json,
+    print_notices,
+    require_input,
+    show_progress,
+)
+
+T = TypeVar("T")
+
+MAX_LIST_BYTES = 1 << 30  # an input list larger than this is refused rather than read into memory
+
+
+@dataclass
+class BatchItem:
+    input: Path
+    output: Path | None  # None for commands without an output file (inspect)
+
+
+@dataclass
+class Outcome:
+    item: BatchItem
+    status: str  # "ok", "failed" or "skipped"
+    result: dict[str, Any] | None = None
+    error: BaseException | None = None
+    seconds: float = 0.0
+
+
+def read_list(source: str | os.PathLike, stdin: TextIO | None = None) -> list[str]:
+    """Paths from a list file (or `-` for stdin): one per line; blank lines and lines starting with `#`
+    are ignored, surrounding whitespace is stripped. Relative paths stay relative to the working
+    directory (not to the list's folder), as they would on a command line."""
+    if str(source) == "-":
+        text = (stdin or sys.stdin).read()
+    else:
+        path = Path(source)
+        if path.is_file() and path.stat().st_size > MAX_LIST_BYTES:
+            raise ValueError(f"{path}: input list is larger than {MAX_LIST_BYTES >> 20} MiB")
+        text = path.read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`"K/N"` -> (K, N) with 0 <= K < N."""
+    parts = text.split("/")
+    try:
+        k, n = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--shard must be K/N (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise ValueError(f"--shard K/N needs N >= 1 and 0 <= K < N (shards are numbered from 0), got {text!r}")
+    return k, n
+
+
+def unique(paths: Iterable[Path]) -> list[Path]:
+    """The paths in order, without repeats of the same file (compared by absolute path)."""
+    seen: set[str] = set()
+    out = []
+    for p in paths:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def select_shard(items: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
+    """The items of shard K of N: positions K, K+N, K+2N, ..."""
+    if shard is None:
+        return list(items)
+    k, n = shard
+    return list(items[k::n])
+
+
+def plan(inputs: Sequence[Path], out_dir: Path | None, suffix: str) -> list[BatchItem]:
+    """One item per input; the output is `out_dir/<input stem><suffix>`. Two inputs that would write the
+    same output are refused up front (ValueError naming them)."""
+    if out_dir is None:
+        return [BatchItem(p, None) for p in inputs]
+    items, owner = [], {}
+    for p in inputs:
+        out = out_dir / (p.stem + suffix)
+        key = os.path.abspath(out)
+        if key in owner:
+            raise ValueError(f"{owner[key]} and {p} would both write {out}; rename one or run them separately")
+        owner[key] = p
+        items.append(BatchItem(p, out))
+    return items
+
+
+def run(items: Sequence[BatchItem], work: Callable[[BatchItem], dict[str, Any]], *,
+        skip_existing: bool = False) -> Iterator[Outcome]:
+    """Call `work` on each item in turn and yield its outcome. An exception fails that item only
+    (KeyboardInterrupt and SystemExit still stop the batch); with `skip_existing`, an item whose output
+    exists is skipped without calling `work` (outputs are written atomically, so an existing one is
+    complete)."""
+    for item in items:
+        if skip_existing and item.output is not None and item.output.exists():
+            yield Outcome(item, "skipped")
+            continue
+        t0 = time.perf_counter()
+        try:
+            result = work(item)
+        except Exception as exc:  # noqa: BLE001 - one file's failure is reported, the batch goes on
+            yield Outcome(item, "failed", error=exc, seconds=time.perf_counter() - t0)
+        else:
+            yield Outcome(item, "ok", result=result, seconds=time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- the command line's batches
+
+
+@dataclass
+class BatchArgs:
+    """The batch options of a command (`-o DIR`, `--from-list`, `--shard`, `--skip-existing`)."""
+
+    inputs: list[Path] | None
+    out_dir: Path | None
+    from_list: str | None
+    shard: str | None
+    skip_existing: bool
+
+    @property
+    def active(self) -> bool:
+        """Whether the command runs in batch mode."""
+        return (self.out_dir is not None or self.from_list is not None or self.shard is not None
+                or self.skip_existing)
+
+
+def batch_inputs(positional: list[Path] | None, from_list: str | None, shard: str | None) -> list[Path]:
+    """Every input of a batch (arguments, then the list), without repeats, restricted to the shard."""
+    inputs = list(positional or [])
+    if from_list is not None:
+        if from_list != "-":
+            require_input(Path(from_list))
+        inputs += [Path(p) for p in read_list(from_list)]
+    if not inputs:
+        raise CliError("no inputs given (pass files, or --from-list FILE)", EXIT_USAGE)
+    return select_shard(unique(inputs), parse_shard(shard) if shard is not None else None)
+
+
+def batch_outputs(inputs: list[Path], out_dir: Path | None, suffix: str, force: bool, skip_existing: bool):
+    """The batch's items, with every check that can be made before any work (exit 2 or 5)."""
+    if out_dir is None:
+        raise CliError("batch mode (--from-list, --shard, --skip-existing or several inputs) needs -o DIR",
+                       EXIT_USAGE)
+    if force and skip_existing:
+        raise CliError("--force and --skip-existing contradict each other; pick one", EXIT_USAGE)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"{out_dir}: -o must name a directory", EXIT_USAGE)
+    items = plan(inputs, out_dir, suffix)
+    existing = [i.output for i in items if i.output is not None and i.output.exists()]
+    if existing and not force and not skip_existing:
+        raise CliError(f"{len(existing)} of {len(items)} outputs already exist, e.g. {existing[0]} "
+                       "(use --skip-existing to resume or --force to overwrite)", EXIT_EXISTS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return items
+
+
+def check_batch_item(item) -> None:
+    require_input(item.input)
+    if item.output is not None and item.output.exists() and item.output.resolve() == item.input.resolve():
+        raise CliError(f"{item.output}: the output is the input file; inputs are never modified", EXIT_USAGE)
+
+
+def report_batch(outcomes, total: int, codec_code: int, json_out: bool, quiet: bool, describe) -> int:
+    """Print each outcome as it comes (a line on stderr, or a JSON line on stdout) and a summary on stderr;
+    returns the exit code (7 if any input failed)."""
+    t0 = time.perf_counter()
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    for n, o in enumerate(outcomes, start=1):
+        counts[o.status] += 1
+        code, message = classify(o.error, codec_code) if o.error is not None else (EXIT_OK, None)
+        if json_out:
+            print_json({**(o.result or {}), "input": str(o.item.input),
+                        "output": None if o.item.output is None else str(o.item.output), "status": o.status,
+                        "exit_code": code, "error": message, "seconds": o.seconds})
+        elif not quiet:
+            target = f" -> {o.item.output}" if o.item.output is not None else ""
+            if o.status == "ok":
+                detail = describe(o.result)
+            else:
+                detail = "output exists" if o.status == "skipped" else f"{message} (exit {code})"
+            sys.stderr.write(f"[{n}/{total}] {o.status} {o.item.input}{target}: {detail}\n")
+            sys.stderr.flush()
+    if not quiet:
+        sys.stderr.write(f"{total} input(s): {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} "
+                         f"skipped in {time.perf_counter() - t0:.1f} s\n")
+    return EXIT_BATCH if counts["failed"] else EXIT_OK
+
+
+def single_pair(inputs: list[Path] | None, what: str) -> tuple[Path, Path]:
+    """INPUT OUTPUT of the single-file form."""
+    if not inputs or len(inputs) != 2:
+        raise CliError(f"give INPUT OUTPUT, or several {what} with -o DIR (got {len(inputs or [])} argument(s))",
+                       EXIT_USAGE)
+    return inputs[0], inputs[1]
+
+
+def compress_batch(args: BatchArgs, options: dict, tokenizer: dict, force: bool, json_out: bool, quiet: bool) -> None:
+    """`compress INPUTS... -o DIR`: every input to DIR/<stem>.itok with one model."""
+    from ..report.text import human_size
+
+    with errors(codec_code=EXIT_INPUT):
+        items = batch_outputs(batch_inputs(args.inputs, args.from_list, args.shard), args.out_dir, ".itok", force,
+                              args.skip_existing)
+        from ..coding.tokenizer import Tokenizer  # torch only now: mistakes above are reported at once
+
+        pending = [i for i in items if not (args.skip_existing and i.output.exists())]
+        tok = Tokenizer(**tokenizer) if pending else None  # a model problem stops the batch before any work
+
+        def work(item: BatchItem) -> dict:
+            check_batch_item(item)
+            with frame_progress(item.input.name, show_progress(quiet)) as progress:
+                result = tok.compress_file(item.input, item.output, force=force, progress=progress, **options)
+            print_notices([f"{item.input}: {n}" for n in result.notices], quiet or json_out)
+            return result.to_dict()
+
+        def describe(r: dict) -> str:
+            return (f"{r['frames']} frames, keep {r['keep_rate']:.3f}, {human_size(r['file_bytes'])}, "
+                    f"{r['seconds']:.2f} s")
+
+        code = report_batch(run(items, work, skip_existing=args.skip_existing), len(items), EXIT_INPUT, json_out,
+                            quiet, describe)
+    if code:
+        raise typer.Exit(code)
+
+
+def decompress_batch(args: BatchArgs, options: dict, model: str | None, device: str, precision: str, force: bool,
+                     json_out: bool, quiet: bool) -> None:
+    """`decompress INPUTS... -o DIR`: every file to DIR/<stem>.mp4, each model loaded once."""
+    with errors(codec_code=EXIT_CONTAINER):
+        items = batch_outputs(batch_inputs(args.inputs, args.from_list, args.shard), args.out_dir, ".mp4", force,
+                              args.skip_existing)
+        from ..coding.tokenizer import TokenizerCache  # torch only now: mistakes above are reported at once
+        from ..errors import WeightsError
+        from ..format.reader import read_header_and_index
+
+        models = TokenizerCache(model, device, precision)
+        if model is not None and any(not (args.skip_existing and i.output.exists()) for i in items):
+            models.load(model)  # a bad --model stops the batch before any work
+
+        def work(item: BatchItem) -> dict:
+            check_batch_item(item)
+            header, _, _ = read_header_and_index(item.input)
+            try:
+                tok = models.get(header)
+            except WeightsError as exc:
+                raise model_error(exc, header, model) from None
+            with frame_progress(item.input.name, show_progress(quiet)) as progress:
+                result = tok.decompress_file(item.input, item.output, force=force, progress=progress, **options)
+            return result.to_dict()
+
+        code = report_batch(run(items, work, skip_existing=args.skip_existing), len(items), EXIT_CONTAINER,
+                            json_out, quiet, lambda r: f"{r['frames']} frames, {r['seconds']:.2f} s")
+    if code:
+        raise typer.Exit(code)
+
+
+def inspect_batch(inputs: list[Path] | None, from_list: str | None, shard: str | None, json_out: bool,
+                  frames: bool, csv_path: str | None, plot: Path | None) -> None:
+    """`inspect A.itok B.itok ...`: a report (or a JSON line) per file, a summary on stderr."""
+    with errors(codec_code=EXIT_CONTAINER):
+        from ..report.stats import inspect_file
+        from ..report.text import inspect_report
+        from .app import out_console, warn_unreadable
+
+        if csv_path is not None or plot is not None:
+            raise CliError("--csv and --plot take one file at a time", EXIT_USAGE)
+        paths = batch_inputs(inputs, from_list, shard)
+
+        def work(item: BatchItem) -> dict:
+            require_input(item.input)
+            insp = inspect_file(item.input)
+            warn_unreadable(insp)
+            if not json_out:
+                inspect_report(out_console, insp, frames)
+            return insp.to_dict()
+
+        code = report_batch(run(plan(paths, None, ""), work), len(paths), EXIT_CONTAINER, json_out, False,
+                            lambda r: f"{r['summary']['tokens_kept']:,} tokens kept")
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,202 @@
+"""Model weights and the model store: safetensors files with the config, e_ref and a training summary in
+the metadata.
+
+Weights are only ever read with safetensors (no pickle). A model is named either by a name shipped in
+`infotok_cli/weights/` (the default is `infotok-m`) or by a path to a `.safetensors` file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..errors import WeightsError
+from .config import ModelConfig
+from .infotok import InfoTok
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_MODEL = "infotok-m"
+WEIGHTS_FORMAT = "infotok-weights/1"
+
+
+@dataclass
+class LoadedModel:
+    model: InfoTok
+    config: ModelConfig
+    name: str
+    sha256: str
+    e_ref: float  # mean per-position full-rate error over the training data (the `global` strategy)
+    path: Path
+    metadata: dict = field(default_factory=dict)
+    # The same mean for the drop-gain probes' errors where a position is sent (train.reference_errors);
+    # with it the codec estimates a window's full-rate error from its probes and skips the full-rate decode.
+    # None in weights written before it existed.
+    e_ref_probe: float | None = None
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def user_model_dir() -> Path:
+    """Where imported models live: $INFOTOK_HOME/models, else the platform's user data directory."""
+    home = os.environ.get("INFOTOK_HOME")
+    if home:
+        return Path(home).expanduser() / "models"
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "infotok" / "models"
+
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped in WEIGHTS_DIR."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+
+
+def model_for_file(model_name: str, model: str | os.PathLike | None = None) -> str:
+    """The model that decodes a file whose header names `model_name`: `model` if given, else that model
+    if it is shipped, else the default model."""
+    if model is not None:
+        return str(model)
+    return model_name if model_name in shipped_models() else DEFAULT_MODEL
+
+
+def resolve_model_path(name_or_path: str | Path | None) -> Path:
+    """A shipped model name (e.g. "infotok-m") or a path to a .safetensors file."""
+    name = str(name_or_path or DEFAULT_MODEL)
+    shipped = WEIGHTS_DIR / f"{name}.safetensors"
+    if "/" not in name and "\\" not in name and shipped.is_file():
+        return shipped
+    path = Path(name)
+    if path.is_file():
+        return path
+    available = shipped_models()
+    hint = f" (shipped: {', '.join(available)})" if available else ""
+    raise WeightsError(f"model not found: {name}{hint}")
+
+
+def save_weights(path: str | Path, model: InfoTok, e_ref: float, summary: dict | None = None,
+                 e_ref_probe: float | None = None) -> str:
+    """Write the model's weights and metadata atomically; returns the file's SHA-256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": WEIGHTS_FORMAT,
+        "config": json.dumps(model.cfg.to_dict()),
+        "e_ref": repr(float(e_ref)),
+        "training": json.dumps(summary or {}),
+    }
+    if e_ref_probe is not None:
+        metadata["e_ref_probe"] = repr(float(e_ref_probe))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; weights are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return sha256_file(path)
+
+
+def read_metadata(path: str | Path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model by shipped name or path (safetensors only), in eval mode on `device`."""
+    path = resolve_model_path(name_or_path)
+    meta = read_metadata(path)
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise WeightsError(f"{path}: not an infotok weights file (format {meta.get('format')!r})")
+    tensors = {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
+    try:
+        config_dict = json.loads(meta["config"])
+        if "layout" not in config_dict:  # written before the field existed: tell the layouts apart by name
+            config_dict["layout"] = "serial" if "enc_in.weight" in tensors else "residual"
+        config = ModelConfig.from_dict(config_dict)
+        e_ref = float(meta["e_ref"])
+        e_ref_probe = float(meta["e_ref_probe"]) if "e_ref_probe" in meta else None
+        if e_ref_probe is not None and not (math.isfinite(e_ref_probe) and e_ref_probe > 0):
+            raise ValueError(f"e_ref_probe must be a positive number, got {e_ref_probe}")
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise WeightsError(f"{path}: bad weights metadata ({exc})") from None
+    model = InfoTok(config)
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError:  # a tensor of the wrong shape for the config
+        raise WeightsError(f"{path}: weights do not match the config (tensor shapes differ)") from None
+    if missing or unexpected:
+        raise WeightsError(f"{path}: weights do not match the config (missing {len(missing)}, "
+                           f"unexpected {len(unexpected)} tensors)")
+    model.eval().to(device)
+    training = json.loads(meta.get("training", "{}") or "{}")
+    return LoadedModel(model=model, config=config, name=config.name, sha256=sha256_file(path),
+                       e_ref=e_ref, path=path, metadata={"training": training}, e_ref_probe=e_ref_probe)
+
+
+MEASURED_FILE = WEIGHTS_DIR / "measured.json"  # quality and speed measured by `make bench`, per weights hash
+
+
+def shipped_model_info() -> list[dict]:
+    """One entry per shipped model: name, file size, parameters, SHA-256, training summary, and the
+    quality and speed measured for exactly these weights (from weights/measured.json, if recorded)."""
+    try:
+        measured = json.loads(MEASURED_FILE.read_text()) if MEASURED_FILE.is_file() else {}
+    except (OSError, ValueError):
+        measured = {}
+    out = []
+    for path in (WEIGHTS_DIR / f"{name}.safetensors" for name in shipped_models()):
+        meta = read_metadata(path)
+        try:
+            config = json.loads(meta.get("config", "{}"))
+            training = json.loads(meta.get("training", "{}") or "{}")
+        except ValueError:
+            config, training = {}, {}
+        with safe_open(str(path), framework="pt") as f:
+            parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+        sha = sha256_file(path)
+        record = measured.get(path.stem, {})
+        out.append({
+            "name": path.stem,
+            "default": path.stem == DEFAULT_MODEL,
+            "file_bytes": path.stat().st_size,
+            "parameters": parameters,
+            "sha256": sha,
+            "training_steps": training.get("steps"),
+            "training_stage": training.get("stage"),
+            "config": config,
+            # numbers only count for the weights they were measured with
+            "measured": record.get("measured", {}) if record.get("sha256") == sha else {},
+        })
+    return out

@@ -1,0 +1,75 @@
+"""The Ray Data module on a local Ray instance (2 CPUs) with three real clips and a corrupt one: .itok files
+written by the workers, and token arrays returned in the rows, both equal to what the API produces."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+import infotok_cli
+from infotok_cli.api import Tokenizer
+from infotok_cli.io.video import iter_frames
+from infotok_cli.ray_data import tokenize_paths
+
+OPTIONS = {"window": 9, "overlap": 1, "beta": 0.5, "strategy": "window"}
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    # One thread per worker process (tiny tensors; see conftest.py); workers inherit the environment.
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
+
+
+@pytest.fixture(scope="module")
+def videos(make_shared_video) -> list[Path]:
+    paths = [make_shared_video(40, 24, 9, "ray-a.mp4"), make_shared_video(32, 32, 13, "ray-b.mp4", kind="static"),
+             make_shared_video(24, 16, 5, "ray-c.mp4", kind="noise")]
+    corrupt = paths[0].parent / "ray-corrupt.mp4"
+    corrupt.write_bytes(b"\x00" * 100)
+    return [*paths, corrupt]
+
+
+def test_workers_write_itok_files_and_return_tokens(local_ray: None, videos: list[Path], tiny_weights: Path,
+                                                    tmp_path: Path) -> None:
+    tok = Tokenizer(tiny_weights, "cpu")
+    out = tmp_path / "itok"
+    rows = tokenize_paths(videos, out_dir=out, model=tiny_weights, device="cpu", workers=2, **OPTIONS).take_all()
+    by_path = {r["path"]: r for r in rows}
+    assert sorted(by_path) == sorted(map(str, videos))
+    assert by_path[str(videos[3])]["status"] == "failed" and "ray-corrupt.mp4" in by_path[str(videos[3])]["error"]
+    assert sorted(p.name for p in out.iterdir()) == ["ray-a.itok", "ray-b.itok", "ray-c.itok"]
+    for video in videos[:3]:
+        row = by_path[str(video)]
+        assert row["status"] == "ok" and row["output"] == str(out / f"{video.stem}.itok")
+        expected = tok.encode(np.stack(list(iter_frames(video))), **OPTIONS)
+        with infotok_cli.load(row["output"]) as tf:
+            assert row["tokens_kept"] == tf.tokens_kept == expected.tokens_kept
+            assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(tf.windows, expected.windows))
+
+    # Without an output folder the rows carry the tokens: windows' latent frames one after the other.
+    rows = tokenize_paths(videos, model=tiny_weights, device="cpu", **OPTIONS).take_all()
+    by_path = {r["path"]: r for r in rows}
+    for video in videos[:3]:
+        row = by_path[str(video)]
+        expected = tok.encode(np.stack(list(iter_frames(video))), **OPTIONS)
+        assert row["status"] == "ok" and row["frames"] == expected.num_frames
+        assert np.array_equal(np.asarray(row["tokens"]), np.concatenate([w.tokens for w in expected.windows]))
+        assert np.asarray(row["window_latent_frames"]).tolist() == [w.latent_shape[0] for w in expected.windows]
+        assert np.asarray(row["window_frame_ranges"]).tolist() == [[w.frame_start, w.frame_count]
+                                                                   for w in expected.windows]
+    assert by_path[str(videos[3])]["status"] == "failed"
