@@ -1,8 +1,9 @@
 """Models: the network that turns windows of frames into tokens and back, and where its weights come from.
 
 Holds the building blocks (`layers`), the quantiser (`fsq`), the configuration (`config`), the InfoTok
-model (`infotok`) and weights loading / saving with the shipped-model store (`store`). A second model
-family goes in its own module beside `infotok` (e.g. `flex`) and loads through `store`.
+model (`infotok`) and weights loading / saving with the shipped-model store (`store`). The released
+InfoTok-Flex architecture is a second model family in `flex` (config, FSQ, transformers, the tokenizer,
+the release's checkpoint loader) and `flex_cnn` (its wavelet patcher and causal CNN).
 
 May import: torch, rank 0 (`constants`, `errors`), `format` and `io`. Nothing from coding up.
 """
