@@ -209,7 +209,7 @@ def test_probe_error_estimate_skips_the_full_rate_decode(tmp_path: Path, tokeniz
         x = to_model_input(np.stack(list(iter_frames(counts_video)))[a.start:a.start + a.count],
                            (24, 40), tok.device)
         codes = tok.model.quantizer.indices_to_codes(a.indices[None].to(tok.device))
-        dropped, sent = tok.probe_scores(x, codes)
+        dropped, sent = tok.probe_scores(x, codes, tuple(a.indices.shape))
         torch.testing.assert_close(a.error, sent * 0.8)
         torch.testing.assert_close(a.score, dropped - sent * 0.8)
         torch.testing.assert_close(b.score, dropped - sent)  # no e_ref_probe: the factor is 1

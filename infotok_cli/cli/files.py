@@ -1,4 +1,4 @@
-"""Commands on token files and the installation: `inspect`, `export`, `visualize`, `models`, `doctor`."""
+"""Commands on token files and the installation: `inspect`, `export`, `visualize`, `doctor`."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ..constants import VIDEO_SUFFIXES
 from .app import (
     EXIT_CODES_HELP,
     EXIT_CONTAINER,
     EXIT_INTERNAL,
-    EXIT_MODEL,
     DecodeModelOpt,
     Device,
     DeviceOpt,
@@ -142,21 +140,6 @@ def visualize(input: ItokArg, output: VideoOutOpt, source: SourceOpt = None, mod
 
     model_line = f"{tok.name} on {tok.device}, {tok.precision.name}"
     show_summary(f"{input.name} -> {output.name}", visualize_rows(result, model_line, output.stat().st_size), quiet)
-
-
-@app.command(epilog=EXIT_CODES_HELP)
-def models(json_out: JsonOpt = False) -> None:
-    """List the shipped models with their size and the quality and speed measured for them."""
-    with errors(codec_code=EXIT_MODEL):
-        from ..model.store import shipped_model_info
-
-        infos = shipped_model_info()
-    if json_out:
-        return print_json({"models": infos})
-    from ..report.text import MODELS_NOTE, models_table
-
-    Console().print(models_table(infos))
-    Console(stderr=True).print(MODELS_NOTE)
 
 
 @app.command(epilog=EXIT_CODES_HELP)

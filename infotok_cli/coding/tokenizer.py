@@ -27,7 +27,7 @@ from ..format.header import Header
 from ..format.reader import ItokReader
 from ..format.tokens import Tokens, TokenWindow
 from ..model.infotok import InfoTok
-from ..model.store import LoadedModel, load_model, model_for_file
+from ..model.store import LoadedModel, imported_models, load_model, model_for_file, shipped_models
 from .compress import CompressResult, compress_video
 from .decompress import DecompressResult, MemoryReader, decompress_video, iter_decoded
 from .geometry import check_window, padded_size, plan_windows, to_frames, to_model_input
@@ -105,7 +105,9 @@ class Tokenizer:
         if sha256 != self.loaded.sha256:
             raise WeightsMismatchError(
                 f"the file was made with model {model_name} (weights {sha256[:12]}), but the model given is "
-                f"{self.loaded.name} (weights {self.loaded.sha256[:12]}); pass the matching --model")
+                f"{self.loaded.name} (weights {self.loaded.sha256[:12]}); pass the matching --model"
+                + ("" if model_name in (*shipped_models(), *imported_models()) else
+                   f", or import it: `infotok models import CHECKPOINT --name {model_name}`"))
 
     # -- the model on windows
 
@@ -140,7 +142,8 @@ class Tokenizer:
         """Size the per-frame 2-D stages' chunks to about 4 Mpixels, so peak memory does not grow with
         the frame size times the window length (results do not depend on the chunk size)."""
         chunk = max(1, CHUNK_PIXELS // (TEMPORAL_STRIDE * height * width))
-        self.model.encoder.frame_chunk = self.model.decoder.frame_chunk = chunk
+        if hasattr(self.model.encoder, "frame_chunk"):  # infotok-m; InfoTok-Flex bounds its attention itself
+            self.model.encoder.frame_chunk = self.model.decoder.frame_chunk = chunk
 
     def _decode(self, codes: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         with self.autocast():
@@ -176,7 +179,7 @@ class Tokenizer:
             del x_full  # before the probe decodes, so that one reconstruction exists at a time
         score = None
         if self.placement != "error":
-            dropped, sent = self.probe_scores(x, codes)
+            dropped, sent = self.probe_scores(x, codes, tuple(indices.shape[1:]))
             estimate = sent * self.probe_scale  # the full-rate error, as the probes see it
             if error is None:
                 error = estimate
@@ -184,12 +187,13 @@ class Tokenizer:
         return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(), error,
                               full_psnr, score)
 
-    def probe_scores(self, x: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(error where dropped, error where sent) of every position [t,h,w] from the two probe decodes
-        (router.probe_errors, fixed probe half)."""
+    def probe_scores(self, x: torch.Tensor, codes: torch.Tensor,
+                     grid: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(error where dropped, error where sent) of every position of the latent `grid` [t,h,w] from the
+        two probe decodes (router.probe_errors, fixed probe half). `codes` are whatever the model's encode
+        returned (their layout differs between model families)."""
         with self.stage("probe decodes"):
-            dropped, sent = probe_errors(x, lambda keep: self._decode(codes, keep),
-                                         probe_half(tuple(codes.shape[1:-1])))
+            dropped, sent = probe_errors(x, lambda keep: self._decode(codes, keep), probe_half(grid))
             return dropped[0].cpu(), sent[0].cpu()
 
     def choose(self, a: WindowAnalysis, k: int) -> torch.Tensor:

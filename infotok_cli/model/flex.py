@@ -451,6 +451,15 @@ class FlexTokenizer(nn.Module):
         """indices [B, t, h, w] -> codes [B, 6, t, h, w]."""
         return self.quantizer.indices_to_codes(indices)
 
+    # What the tokenizer engine (coding.tokenizer) calls on any model family.
+    def for_inference_(self, dtype: torch.dtype) -> FlexTokenizer:
+        """Eval mode. The weights stay float32: autocast casts them per call, and the norms need float32."""
+        return self.eval()
+
+    def decode_indices(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Token indices [B, t, h, w] (values at dropped positions are ignored) -> frames."""
+        return self.decode(self.indices_to_codes(indices), keep)
+
     def chunk_loss(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         """Per-latent-position mean absolute error [B, t, h, w]: channel mean, frame 0 alone then groups of
         temporal_compression frames, then spatial_compression^2 pixel blocks."""

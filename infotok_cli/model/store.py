@@ -18,15 +18,17 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from ..errors import WeightsError
 from .config import ModelConfig
+from .flex import FlexConfig, FlexTokenizer, load_release_state_dict
 from .infotok import InfoTok
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "infotok-m"
 WEIGHTS_FORMAT = "infotok-weights/1"
+FLEX_ARCHITECTURE = "infotok-flex"  # the `architecture` metadata of imported InfoTok-Flex weights
 
 
 @dataclass
@@ -76,20 +78,29 @@ def model_for_file(model_name: str, model: str | os.PathLike | None = None) -> s
     if it is shipped, else the default model."""
     if model is not None:
         return str(model)
-    return model_name if model_name in shipped_models() else DEFAULT_MODEL
+    if model_name in shipped_models() or model_name in imported_models():
+        return model_name
+    return DEFAULT_MODEL  # a model given by path when the file was made: its weights are checked next
+
+
+def imported_models() -> list[str]:
+    """Names of the models imported into the user's model store (`infotok models import`)."""
+    store = user_model_dir()
+    return sorted(p.stem for p in store.glob("*.safetensors")) if store.is_dir() else []
 
 
 def resolve_model_path(name_or_path: str | Path | None) -> Path:
-    """A shipped model name (e.g. "infotok-m") or a path to a .safetensors file."""
+    """A shipped model name (e.g. "infotok-m"), an imported model's name, or a path to a .safetensors file."""
     name = str(name_or_path or DEFAULT_MODEL)
-    shipped = WEIGHTS_DIR / f"{name}.safetensors"
-    if "/" not in name and "\\" not in name and shipped.is_file():
-        return shipped
+    if "/" not in name and "\\" not in name:
+        for folder in (WEIGHTS_DIR, user_model_dir()):
+            if (folder / f"{name}.safetensors").is_file():
+                return folder / f"{name}.safetensors"
     path = Path(name)
     if path.is_file():
         return path
-    available = shipped_models()
-    hint = f" (shipped: {', '.join(available)})" if available else ""
+    installed = [*shipped_models(), *imported_models()]
+    hint = f" (installed: {', '.join(installed)})" if installed else ""
     raise WeightsError(f"model not found: {name}{hint}")
 
 
@@ -133,6 +144,8 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     meta = read_metadata(path)
     if meta.get("format") != WEIGHTS_FORMAT:
         raise WeightsError(f"{path}: not an infotok weights file (format {meta.get('format')!r})")
+    if meta.get("architecture") == FLEX_ARCHITECTURE:
+        return load_flex(path, meta, device)
     tensors = {}
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -200,3 +213,23 @@ def shipped_model_info() -> list[dict]:
             "measured": record.get("measured", {}) if record.get("sha256") == sha else {},
         })
     return out
+
+
+def load_flex(path: Path, meta: dict, device: str | torch.device) -> LoadedModel:
+    """An imported InfoTok-Flex model from its safetensors file (metadata already read)."""
+    try:
+        release = json.loads(meta["config"])
+        cfg = FlexConfig.from_release(release)
+        tensors = load_file(str(path))
+    except (KeyError, ValueError, TypeError, SafetensorError, OSError) as exc:
+        raise WeightsError(f"{path}: bad InfoTok-Flex weights ({exc})") from None
+    model = FlexTokenizer(cfg)
+    try:
+        load_release_state_dict(model, {k: v.float() for k, v in tensors.items()})
+    except ValueError as exc:
+        raise WeightsError(f"{path}: {exc}") from None
+    model.eval().to(device)
+    info = {k: meta.get(k) for k in ("source_file", "source_sha256", "parameters", "dtype")}
+    return LoadedModel(model=model, config=cfg, name=meta.get("name", path.stem), sha256=sha256_file(path),
+                       e_ref=float(meta.get("e_ref", 0.0)), path=path,
+                       metadata={"training": {}, "architecture": FLEX_ARCHITECTURE, **info})
