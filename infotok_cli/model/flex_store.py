@@ -13,12 +13,11 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..errors import WeightsError
 from .flex import FlexConfig, FlexTokenizer, load_release_state_dict
@@ -29,6 +28,7 @@ from .store import (
     sha256_file,
     shipped_models,
     user_model_dir,
+    write_weights_file,
 )
 
 # The released network configuration (`ours_discrete_video_4x8x8_256p_88`), used when no --config is given.
@@ -89,8 +89,9 @@ def import_checkpoint(src: str | os.PathLike, name: str, *, config: str | os.Pat
     dst = user_model_dir() / f"{name}.safetensors"
     if dst.exists() and not force:
         raise FileExistsError(f"{dst}: model {name!r} is already imported (use --force to replace it)")
+    release = read_config(Path(config) if config is not None else None)
     try:
-        cfg = FlexConfig.from_release(read_config(Path(config) if config is not None else None))
+        cfg = FlexConfig.from_release(release)
     except (ValueError, TypeError, KeyError) as exc:
         raise WeightsError(f"unsupported configuration: {exc}") from None
     model = FlexTokenizer(cfg)
@@ -101,20 +102,12 @@ def import_checkpoint(src: str | os.PathLike, name: str, *, config: str | os.Pat
     tensors = {k: v.detach().to(DTYPES[dtype]).contiguous() for k, v in model.state_dict().items()}
     parameters = sum(p.numel() for p in model.parameters())
     metadata = {"format": WEIGHTS_FORMAT, "architecture": FLEX_ARCHITECTURE, "name": name,
-                "config": json.dumps(read_config(Path(config) if config is not None else None)),
+                "config": json.dumps(release),
                 "e_ref": "0.0", "source_file": src.name, "source_sha256": sha256_file(src),
                 "parameters": str(parameters), "dtype": dtype, "training": "{}"}
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return {"name": name, "path": str(dst), "sha256": sha256_file(dst), "parameters": parameters,
+    sha256 = write_weights_file(dst, tensors, metadata)
+    return {"name": name, "path": str(dst), "sha256": sha256, "parameters": parameters,
             "architecture": FLEX_ARCHITECTURE, "source_file": src.name, "source_sha256": metadata["source_sha256"],
             "dtype": dtype, "file_bytes": dst.stat().st_size}
 

@@ -118,6 +118,11 @@ def save_weights(path: str | Path, model: InfoTok, e_ref: float, summary: dict |
     }
     if e_ref_probe is not None:
         metadata["e_ref_probe"] = repr(float(e_ref_probe))
+    return write_weights_file(path, tensors, metadata)
+
+
+def write_weights_file(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """Write a safetensors weights file atomically (readers never see a partial file); returns its SHA-256."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
