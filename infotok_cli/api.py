@@ -18,7 +18,6 @@ import os
 from typing import Any
 
 from .coding.tokenizer import Tokenizer
-from .constants import DEFAULT_PLACEMENT
 from .format.reader import read_header_and_index
 from .format.tokens import DROPPED, TokenFile, Tokens, TokenWindow, load
 
@@ -27,13 +26,14 @@ __all__ = ["DROPPED", "TokenFile", "TokenWindow", "Tokenizer", "Tokens", "compre
 
 def compress(src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
              device: str = "auto", tokenizer: Tokenizer | None = None, force: bool = False,
-             placement: str = DEFAULT_PLACEMENT, precision: str = "auto", **options: Any) -> dict[str, Any]:
+             placement: str | None = None, precision: str = "auto", **options: Any) -> dict[str, Any]:
     """`infotok compress SRC DST`: returns the statistics `--json` prints.
 
-    Options as on the command line: beta (0.5), strategy ("global"), window (33), overlap (3), model,
-    device, placement ("probe-gain"), precision ("auto"), force; `progress` takes a `(frames done, frames
-    total)` callback. Pass a `tokenizer` to reuse a loaded model across calls (its own placement and
-    precision then apply).
+    Options as on the command line: beta (0.5), strategy (the model's default: "global", or "window" for
+    an uncalibrated imported model), window (33), overlap (3), model, device, placement (the model's
+    default: "probe-gain", "error" for InfoTok-Flex), precision ("auto"), force; `progress` takes a
+    `(frames done, frames total)` callback. Pass a `tokenizer` to reuse a loaded model across calls (its
+    own placement and precision then apply).
     """
     tok = tokenizer or Tokenizer(model, device, placement, precision)
     return tok.compress_file(src, dst, force=force, **options).to_dict()

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 # How a token budget is shared between windows (`--strategy`); stored in the .itok header.
 STRATEGIES = ("window", "global", "video")
 # Which positions keep their tokens (`--placement`; coding/router.py).
-PLACEMENTS = ("probe-gain", "drop-gain", "error")
+PLACEMENTS = ("probe-gain", "drop-gain", "error", "predicted")
 DEFAULT_PLACEMENT = "probe-gain"
 # The smallest keep rate: every window keeps at least 1/16 of its positions.
 MIN_RATE = 1 / 16

@@ -145,7 +145,7 @@ def test_stored_psnr_is_what_a_decoder_gets(tmp_path: Path, sensitive: Tokenizer
         assert r.version[1] == 1
         q = read_quality(r)
         assert r.header.extra == {"rate_control": "target_psnr", "target_psnr": target,
-                                  "precision": tokenizer.precision.name}
+                                  "precision": tokenizer.precision.name, "placement": tokenizer.placement}
     assert q.target_psnr == target and q.short() == 0
     measured = measured_window_psnr(itok, ramp_video, tokenizer)
     assert np.allclose(q.psnr, measured, atol=1e-3)  # f32 storage

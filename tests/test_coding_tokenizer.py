@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,17 +17,21 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model
+from safetensors.torch import load_file
 
 from infotok_cli.coding.compress import compress_video
 from infotok_cli.coding.decompress import decompress_video, iter_decoded
 from infotok_cli.coding.geometry import check_window, iter_windows, plan_windows, to_frames, to_model_input
+from infotok_cli.coding.rate import release_token_count, tokens_for_rate
 from infotok_cli.coding.router import top_k_mask
 from infotok_cli.coding.tokenizer import Tokenizer
 from infotok_cli.constants import MIN_RATE
-from infotok_cli.errors import CodecError, WeightsError
+from infotok_cli.errors import CodecError, OptionError, WeightsError
 from infotok_cli.format.reader import ItokReader, read_header_and_index
 from infotok_cli.io.video import iter_frames, probe_video
-from infotok_cli.model.store import load_model, save_weights
+from infotok_cli.model.flex import FlexConfig, FlexTokenizer, load_release_state_dict
+from infotok_cli.model.router_head import HeadConfig, RouterHead, dithered_score
+from infotok_cli.model.store import FLEX_ARCHITECTURE, LoadedModel, load_model, save_weights
 
 # ----------------------------------------------------------------------------- window planning
 
@@ -316,3 +321,92 @@ def test_two_window_overlap_is_blended(tmp_path: Path, tokenizer: Tokenizer, mov
     out = tmp_path / "m.mkv"
     decompress_video(itok, out, tokenizer, lossless=True)
     assert np.array_equal(np.stack(list(iter_frames(out))), decoded)
+
+
+# ----------------------------------------------------------------------------- learned router head
+
+
+def with_head(loaded, seed: int = 0):
+    torch.manual_seed(seed)
+    head = RouterHead(HeadConfig(in_channels=loaded.config.latent_dim + 11, width=8, dilations=(1, 2)))
+    for p in head.parameters():
+        p.data.normal_(0, 0.05)
+    return dataclasses.replace(loaded, router_head=head.eval())
+
+
+def test_predicted_placement_needs_a_head(tokenizer: Tokenizer) -> None:
+    with pytest.raises(OptionError, match="no learned router head"):
+        Tokenizer(tokenizer.loaded, tokenizer.device, placement="predicted")
+
+
+def test_predicted_placement_places_without_any_decode(tmp_path: Path, tokenizer: Tokenizer,
+                                                       counts_video: Path) -> None:
+    """One network pass per window: the head's score picks the tokens (dithered below keep 0.5), its error
+    estimate sets the global strategy's rates; the file decodes like any other and is the same every time."""
+    tok = Tokenizer(with_head(tokenizer.loaded), tokenizer.device, placement="predicted")
+    assert tok.router_passes == 1 and tok.skips_full_decode
+    stages: list[str] = []
+    tok.tracer = lambda stage: stages.append(stage) or contextlib.nullcontext()
+    analyses = analyse_all(tok, counts_video, WINDOW, OVERLAP)
+    assert stages and not {"full-rate decode", "probe decodes", "decoder"} & set(stages)
+    reference = analyse_all(tokenizer, counts_video, WINDOW, OVERLAP)
+    for a, b in zip(analyses, reference, strict=True):
+        assert torch.equal(a.indices, b.indices) and a.dither
+    for beta, name in ((0.5, "a"), (0.25, "b")):
+        out = tmp_path / f"{name}.itok"
+        result = compress_video(counts_video, out, tok, beta=beta, strategy="global", window=WINDOW,
+                                overlap=OVERLAP)
+        assert result.placement == "predicted" and read_header_and_index(out)[0].extra["placement"] == "predicted"
+        rates = [min(1.0, max(MIN_RATE, beta * a.error.mean().item() / tok.loaded.e_ref)) for a in analyses]
+        assert kept_per_window(out) == [max(1, round(r * a.error.numel())) for r, a in zip(rates, analyses)]
+        with ItokReader(out) as reader:
+            for a, rec in zip(analyses, reader.iter_windows(), strict=True):
+                k = int(rec.keep_mask.sum())
+                expected = top_k_mask(dithered_score(a.score, k / a.score.numel()), k).numpy()
+                assert np.array_equal(rec.keep_mask, expected)
+        again = tmp_path / f"{name}2.itok"
+        compress_video(counts_video, again, tok, beta=beta, strategy="global", window=WINDOW, overlap=OVERLAP)
+        assert out.read_bytes() == again.read_bytes()
+        decompress_video(out, tmp_path / f"{name}.mp4", tokenizer)  # the model without the head decodes it
+
+
+# ----------------------------------------------------------------------------- model-specific defaults
+
+
+def flex_fixture_model() -> LoadedModel:
+    fixture = Path(__file__).resolve().parent / "data" / "infotok-flex"
+    cfg = FlexConfig.from_release(json.loads((fixture / "small-config.json").read_text()))
+    model = FlexTokenizer(cfg).eval()
+    load_release_state_dict(model, load_file(fixture / "small-weights.safetensors"))
+    return LoadedModel(model=model, config=cfg, name="flex-small", sha256="0" * 64, e_ref=0.0,
+                       path=fixture / "small-weights.safetensors", metadata={"architecture": FLEX_ARCHITECTURE})
+
+
+def test_flex_defaults_to_the_papers_router_and_keeps_the_release_positions() -> None:
+    """InfoTok-Flex: `error` placement and (uncalibrated) `window` strategy by default; with them a window
+    keeps the positions the authors' code keeps (the fixture's keep masks, from their chunk_loss)."""
+    fixture = Path(__file__).resolve().parent / "data" / "infotok-flex"
+    tok = Tokenizer(flex_fixture_model(), "cpu", precision="fp32")
+    assert tok.placement == "error" and tok.default_strategy == "window" and tok.router_passes == 2
+    cases = load_file(fixture / "small-cases.safetensors")
+    for case in ("square", "wide"):
+        x = cases[f"{case}.input"][0]
+        frames = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+        a = tok.analyse(frames, 0, frames.shape[1:3])
+        for rate in ("0.5", "0.25"):
+            expected = cases[f"{case}.keep_{rate}"][0].bool()
+            keep = tok.choose(a, tok.token_count(float(rate), a.error.numel()))
+            assert int(keep.sum()) == int(expected.sum())
+            assert (keep == expected).float().mean() >= 0.99
+    calibrated = dataclasses.replace(flex_fixture_model(), e_ref=0.05)
+    assert Tokenizer(calibrated, "cpu").default_strategy == "global"
+
+
+def test_release_token_count_matches_the_release_arithmetic() -> None:
+    for n in (64, 180, 320, 2048, 9216, 31680):
+        for rate in (0.0625, 0.1, 0.25, 0.3, 0.33, 0.5, 0.7, 0.75, 0.9, 0.99):
+            q = (1 - torch.tensor(rate, dtype=torch.float32)).clamp(0, 1)
+            index = int((q * (n - 1)).long().clamp(0, n - 1))
+            assert release_token_count(rate, n) == n - 1 - index
+            assert abs(release_token_count(rate, n) - tokens_for_rate(rate, n)) <= 1
+        assert release_token_count(1.0, n) == n

@@ -79,7 +79,7 @@ app = typer.Typer(
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
 
-# Option choices, from the library's constants (the first strategy shown is the default, global).
+# Option choices, from the library's constants (global first: the default for models with a reference error).
 Strategy = enum.Enum("Strategy", {s: s for s in sorted(STRATEGIES, key=lambda s: s != "global")}, type=str)
 Placement = enum.Enum("Placement", {p: p for p in PLACEMENTS}, type=str)
 Device = enum.Enum("Device", {d: d for d in DEVICES}, type=str)

@@ -52,7 +52,9 @@ DecompressInputs = Annotated[list[Path] | None, typer.Argument(
     help="An .itok file and the video to write (.mp4, .m4v, .mov or .mkv); or, with -o DIR, any number "
          "of .itok files (written as DIR/<name>.mp4).", show_default=False)]
 BetaOpt = Annotated[float, typer.Option(min=1 / 16, max=1.0, help="Target keep rate (1/16..1).")]
-StrategyOpt = Annotated[Strategy, typer.Option(help="How the token budget is shared between windows.")]
+StrategyOpt = Annotated[Strategy | None, typer.Option(
+    help="How the token budget is shared between windows. Default: global, or window for a model without a "
+         "reference error (an imported model that was not calibrated).", show_default=False)]
 TargetPsnrOpt = Annotated[float | None, typer.Option(
     "--target-psnr", min=1, max=99, metavar="DB",
     help="Quality instead of budget: each window keeps the fewest tokens whose reconstruction reaches "
@@ -60,19 +62,21 @@ TargetPsnrOpt = Annotated[float | None, typer.Option(
 MaxBpp16Opt = Annotated[float | None, typer.Option(
     "--max-bpp16", min=0.125, max=1.0625, metavar="X",
     help="With --target-psnr: cap each window at this BPP16 (keep rate X - 1/16).", show_default=False)]
-PlacementOpt = Annotated[Placement, typer.Option(
+PlacementOpt = Annotated[Placement | None, typer.Option(
     help="Which positions keep their tokens: probe-gain (what each token saves, from two probe decodes "
-         "per window), drop-gain (the same against the full-rate decode: one more pass) or error "
-         "(full-rate error alone: fewest passes, lowest quality).")]
+         "per window), drop-gain (the same against the full-rate decode: one more pass), error "
+         "(full-rate error alone, the paper's router) or predicted (the model's learned router head: no "
+         "decode, fastest; see the model card for its quality). Default: probe-gain, error for InfoTok-Flex.",
+    show_default=False)]
 NoAudioOpt = Annotated[bool, typer.Option("--no-audio", help="Do not keep the input's audio.")]
 LosslessOpt = Annotated[bool, typer.Option(help="Encode the output losslessly (RGB H.264, large).")]
 NoAudioOutOpt = Annotated[bool, typer.Option("--no-audio", help="Leave out the audio the file keeps.")]
 
 
 @app.command(epilog=EXIT_CODES_HELP)
-def compress(inputs: CompressInputs = None, beta: BetaOpt = 0.5, strategy: StrategyOpt = Strategy("global"),
-             target_psnr: TargetPsnrOpt = None, max_bpp16: MaxBpp16Opt = None,
-             placement: PlacementOpt = Placement("probe-gain"), no_audio: NoAudioOpt = False, window: WindowOpt = 33,
+def compress(inputs: CompressInputs = None, beta: BetaOpt = 0.5, strategy: StrategyOpt = None,
+             target_psnr: TargetPsnrOpt = None, max_bpp16: MaxBpp16Opt = None, placement: PlacementOpt = None,
+             no_audio: NoAudioOpt = False, window: WindowOpt = 33,
              overlap: OverlapOpt = 3, model: ModelOpt = None, device: DeviceOpt = Device("auto"),
              precision: PrecisionOpt = PrecisionName("auto"), output_dir: OutDirOpt = None,
              from_list: FromListOpt = None, skip_existing: SkipExistingOpt = False, shard: ShardOpt = None,
@@ -83,9 +87,10 @@ def compress(inputs: CompressInputs = None, beta: BetaOpt = 0.5, strategy: Strat
         from ..coding.rate import check_quality_options
 
         check_quality_options(target_psnr, max_bpp16)  # up front: a usage error, before any input is looked at
-    options = {"beta": beta, "strategy": strategy.value, "window": window, "overlap": overlap,
+    options = {"beta": beta, "strategy": strategy and strategy.value, "window": window, "overlap": overlap,
                "target_psnr": target_psnr, "max_bpp16": max_bpp16, "audio": not no_audio}
-    tokenizer = {"model": model, "device": device.value, "placement": placement.value, "precision": precision.value}
+    tokenizer = {"model": model, "device": device.value, "placement": placement and placement.value,
+                 "precision": precision.value}
     batch = BatchArgs(inputs, output_dir, from_list, shard, skip_existing)
     if batch.active:
         return compress_batch(batch, options, tokenizer, force, json_out, quiet)

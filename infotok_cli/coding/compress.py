@@ -27,7 +27,7 @@ from ..io.audio import read_audio
 from ..io.files import itok_writer
 from ..io.video import VideoInfo, iter_frames, probe_video
 from .geometry import Progress, check_window, iter_windows, padded_size
-from .rate import check_budget, check_quality_options, tokens_for_quality, tokens_for_rate, video_rates, window_rate
+from .rate import check_budget, check_quality_options, tokens_for_quality, video_rates, window_rate
 
 if TYPE_CHECKING:  # pragma: no cover
     from .tokenizer import Tokenizer, WindowAnalysis
@@ -62,6 +62,8 @@ class CompressResult:
     search_probes: list[int] = field(default_factory=list)
     audio: dict | None = None  # the kept audio stream (AudioTrack.summary()), None when none was kept
     precision: str = "fp32"  # the precision the model ran in (precision.py)
+    strategy: str = ""  # the budget strategy used (the model's default when none was given)
+    placement: str = ""  # the router's placement (router.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,19 +88,20 @@ def make_header(info: VideoInfo, tok: Tokenizer, window: int, overlap: int, beta
         sar_num=info.sar_num, sar_den=info.sar_den, model_name=tok.name,
         weights_sha256=tok.sha256, window=window, overlap=overlap, beta=float(beta),
         strategy=strategy, padded_width=padded_width, padded_height=padded_height, encoder_version=__version__,
-        extra={**(extra or {}), "precision": tok.precision.name},
+        extra={**(extra or {}), "precision": tok.precision.name, "placement": tok.placement},
     )
 
 
 def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: float = 0.5,
-                   strategy: str = "global", window: int = 33, overlap: int = 3, overwrite: bool = False,
+                   strategy: str | None = None, window: int = 33, overlap: int = 3, overwrite: bool = False,
                    progress: Progress | None = None, mask_fn: MaskFn | None = None,
                    target_psnr: float | None = None, max_bpp16: float | None = None,
                    audio: bool = True) -> CompressResult:
     """Compress `src` to the .itok file `dst`; returns the statistics of the result.
 
     `mask_fn` replaces the router's placement (top-k of the tokenizer's placement score) for baselines;
-    the number of kept tokens still follows the strategy.
+    the number of kept tokens still follows the strategy (None: the model's default, `global` where it
+    carries a reference error, else `window`).
 
     `target_psnr` (dB) replaces the budget (`beta`, `strategy`): each window keeps the fewest top-scoring
     tokens whose reconstruction reaches the target (rate.tokens_for_quality, warm-started from the
@@ -109,6 +112,7 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
     `audio`: keep the source's first audio stream, its compressed packets as they are, in an AUDIO
     chunk (a stream that cannot be kept is dropped with a notice).
     """
+    strategy = strategy or tok.default_strategy
     check_budget(strategy, beta)
     check_window(window, overlap)
     check_quality_options(target_psnr, max_bpp16)
@@ -145,7 +149,7 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
         def emit(a: WindowAnalysis, rate: float | None = None, keep: torch.Tensor | None = None) -> None:
             nonlocal kept, capacity
             if keep is None:
-                keep = choose(a, tokens_for_rate(rate, a.error.numel()))
+                keep = choose(a, tok.token_count(rate, a.error.numel()))
             k = int(keep.sum())
             tokens = a.indices[keep].numpy().astype(np.uint16)  # raster order of the kept positions
             writer.write_window(a.start, a.count, a.padded, keep.numpy(), tokens)
@@ -199,4 +203,5 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
         target_psnr=target_psnr, max_bpp16=max_bpp16, window_psnr=psnrs,
         windows_short=quality.short() if quality else 0, search_probes=probes,
         audio=track.summary() if track is not None else None, precision=tok.precision.name,
+        strategy=strategy, placement=tok.placement if mask_fn is None else "custom",
     )

@@ -27,13 +27,14 @@ from ..format.header import Header
 from ..format.reader import ItokReader
 from ..format.tokens import Tokens, TokenWindow
 from ..model.infotok import InfoTok
-from ..model.store import LoadedModel, imported_models, load_model, model_for_file, shipped_models
+from ..model.router_head import dithered_score, extract_features
+from ..model.store import FLEX_ARCHITECTURE, LoadedModel, imported_models, load_model, model_for_file, shipped_models
 from .compress import CompressResult, compress_video
 from .decompress import DecompressResult, MemoryReader, decompress_video, iter_decoded
 from .geometry import check_window, padded_size, plan_windows, to_frames, to_model_input
 from .metrics import psnr_video
 from .precision import Precision, resolve_device, resolve_precision
-from .rate import check_budget, rates_for, tokens_for_rate
+from .rate import check_budget, rates_for, release_token_count, tokens_for_rate
 from .router import position_error, probe_errors, probe_half, top_k_mask
 
 CHUNK_PIXELS = 1 << 22  # pixels per chunk of the per-frame convolution stages
@@ -53,6 +54,7 @@ class WindowAnalysis:
     error: torch.Tensor  # float32 [t,h,w]
     full_psnr: float | None = None  # PSNR of the full-rate reconstruction (analyse(measure=True))
     score: torch.Tensor | None = None  # float32 [t,h,w]; None means the error itself
+    dither: bool = False  # a learned score: spread low rates' tokens (router_head.dithered_score)
 
     @property
     def placement_score(self) -> torch.Tensor:
@@ -64,22 +66,30 @@ class Tokenizer:
 
     `Tokenizer()` loads the default shipped model; `Tokenizer("infotok-m")`, `Tokenizer("my.safetensors",
     device="cuda")` or `Tokenizer(loaded_model)` another. `placement` chooses which positions keep their
-    tokens (router.py): "probe-gain" (the default: two probe decodes per window, no full-rate decode with
-    weights that record e_ref_probe), "drop-gain" (the full-rate decode, then the same probes) or "error"
-    (the full-rate error alone, the paper's router: faster encoding, lower quality at the same rate).
+    tokens (router.py): "probe-gain" (two probe decodes per window, no full-rate decode with weights that
+    record e_ref_probe), "drop-gain" (the full-rate decode, then the same probes), "error" (the full-rate
+    error alone, the paper's router: faster encoding, lower quality at the same rate) or "predicted" (the
+    weights' learned router head on the encoder's latent: no decode at all). None: the model's default
+    (`default_placement`).
     `precision="auto"` runs bf16 where the hardware runs it natively, else float32; "fp32" / "bf16"
     (/ "fp16" on CUDA) force one (precision.py). Not thread-safe: give each worker its own.
     """
 
     def __init__(self, model: str | os.PathLike | LoadedModel | None = None, device: str | torch.device = "auto",
-                 placement: str = DEFAULT_PLACEMENT, precision: str | Precision = "auto"):
-        if placement not in PLACEMENTS:
+                 placement: str | None = None, precision: str | Precision = "auto"):
+        if placement is not None and placement not in PLACEMENTS:
             raise OptionError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
         self.precision = resolve_precision(precision, self.device)
         self.model: InfoTok = self.loaded.model.to(self.device).for_inference_(self.precision.dtype)
-        self.placement = placement
+        self.placement = placement or self.default_placement
+        self.head = self.loaded.router_head
+        if self.placement == "predicted":
+            if self.head is None:
+                raise OptionError(f"model {self.loaded.name} has no learned router head; use --placement "
+                                  f"{self.default_placement}")
+            self.head = self.head.to(self.device)
         self.tracer: Tracer | None = None
 
     @classmethod
@@ -99,6 +109,29 @@ class Tokenizer:
     def sha256(self) -> str:
         return self.loaded.sha256
 
+    @property
+    def is_flex(self) -> bool:
+        return self.loaded.metadata.get("architecture") == FLEX_ARCHITECTURE
+
+    @property
+    def default_placement(self) -> str:
+        """`error` for InfoTok-Flex (a decode costs it 240 GFLOP per frame: the paper's one-decode router),
+        else probe-gain."""
+        return "error" if self.is_flex else DEFAULT_PLACEMENT
+
+    @property
+    def default_strategy(self) -> str:
+        """`global` where the weights carry a reference error (e_ref) to rate windows against, else `window`
+        (imported weights that were not calibrated: every window keeps beta)."""
+        return "global" if self.loaded.e_ref > 0 else "window"
+
+    def token_count(self, rate: float, capacity: int) -> int:
+        """Tokens a window of `capacity` positions keeps at `rate`: round(rate x N), or for InfoTok-Flex the
+        released code's count (rate.release_token_count), so its placement keeps what the authors' does."""
+        if self.is_flex:
+            return release_token_count(rate, capacity)
+        return tokens_for_rate(rate, capacity)
+
     def check_weights(self, sha256: str, model_name: str) -> None:
         """Raise WeightsMismatchError (a WeightsError and a CodecError) unless this model's weights are
         `sha256` (tokens only decode with them)."""
@@ -115,7 +148,7 @@ class Tokenizer:
     def skips_full_decode(self) -> bool:
         """Probe-gain placement with weights that carry e_ref_probe: the probes give both the placement and
         the window's error estimate, so the full-rate decode is not needed (unless a PSNR is measured)."""
-        return self.placement == "probe-gain" and self.loaded.e_ref_probe is not None
+        return self.placement == "predicted" or (self.placement == "probe-gain" and self.loaded.e_ref_probe is not None)
 
     @property
     def probe_scale(self) -> float:
@@ -127,6 +160,8 @@ class Tokenizer:
     @property
     def router_passes(self) -> int:
         """Network passes per window before any token is chosen: encode, full-rate decode, probes."""
+        if self.placement == "predicted":
+            return 1
         if self.placement == "error":
             return 2
         return 3 if self.skips_full_decode else 4
@@ -161,8 +196,11 @@ class Tokenizer:
         without e_ref_probe). With e_ref_probe the window's rate follows the same estimate and the
         full-rate decode is skipped. With `measure`, the full-rate decode always runs, for the
         PSNR of that reconstruction against `frames` (and the error is then the measured one).
+        `predicted`: the router head's score and full-rate error estimate, from the encode alone.
         """
         self.bound_chunks(*padded_hw)
+        if self.placement == "predicted":
+            return self._analyse_predicted(frames, start, padded_hw, measure)
         with self.stage("encoder"):
             x = to_model_input(frames, padded_hw, self.device)
             with self.autocast():
@@ -187,6 +225,24 @@ class Tokenizer:
         return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(), error,
                               full_psnr, score)
 
+    def _analyse_predicted(self, frames: np.ndarray, start: int, padded_hw: tuple[int, int],
+                           measure: bool) -> WindowAnalysis:
+        with self.stage("encoder"):
+            x = to_model_input(frames, padded_hw, self.device)
+            with self.autocast():
+                features, codes, indices = extract_features(self.model, x)
+        with self.stage("router"), self.autocast():
+            score, error = self.head.predict(features)
+        full_psnr = None
+        if measure:
+            with self.stage("full-rate decode"):
+                x_full = self._decode(codes)
+            n, h, w, _ = frames.shape
+            full_psnr = psnr_video(to_frames(x_full, n, h, w), frames)
+            error = position_error(x, x_full)[0]
+        return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(),
+                              error.cpu(), full_psnr, score.cpu(), dither=True)
+
     def probe_scores(self, x: torch.Tensor, codes: torch.Tensor,
                      grid: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """(error where dropped, error where sent) of every position of the latent `grid` [t,h,w] from the
@@ -197,9 +253,13 @@ class Tokenizer:
             return dropped[0].cpu(), sent[0].cpu()
 
     def choose(self, a: WindowAnalysis, k: int) -> torch.Tensor:
-        """The keep mask of window `a` with `k` tokens: the top k of its placement score."""
+        """The keep mask of window `a` with `k` tokens: the top k of its placement score (a learned score
+        dithered at low rates)."""
         with self.stage("router"):
-            return top_k_mask(a.placement_score, k)
+            score = a.placement_score
+            if a.dither and self.head is not None:
+                score = dithered_score(score, k / score.numel(), self.head.cfg.dither)
+            return top_k_mask(score, k)
 
     def window_psnr(self, a: WindowAnalysis, keep: torch.Tensor, frames: np.ndarray) -> float:
         """PSNR of window `a` decoded from the tokens in `keep`, as a receiver decodes it (one pass)."""
@@ -215,9 +275,11 @@ class Tokenizer:
 
     # -- frames in memory
 
-    def encode(self, frames: np.ndarray | torch.Tensor, *, beta: float = 0.5, strategy: str = "global",
+    def encode(self, frames: np.ndarray | torch.Tensor, *, beta: float = 0.5, strategy: str | None = None,
                window: int = 33, overlap: int = 3) -> Tokens:
-        """Frames uint8 `[T, H, W, 3]` -> `Tokens`, exactly as `compress` codes the same frames."""
+        """Frames uint8 `[T, H, W, 3]` -> `Tokens`, exactly as `compress` codes the same frames (strategy
+        None: the model's default_strategy)."""
+        strategy = strategy or self.default_strategy
         check_budget(strategy, beta)
         check_window(window, overlap)
         frames = as_frames(frames)
@@ -230,7 +292,7 @@ class Tokenizer:
         out = Tokens(width=w, height=h, num_frames=n, window=window, overlap=overlap, beta=float(beta),
                      strategy=strategy, model_name=self.name, weights_sha256=self.sha256)
         for i, (a, rate) in enumerate(zip(analyses, rates)):
-            keep = self.choose(a, tokens_for_rate(rate, a.error.numel()))
+            keep = self.choose(a, self.token_count(rate, a.error.numel()))
             out.windows.append(TokenWindow.from_arrays(i, a.start, a.count, a.padded, keep.numpy(),
                                                        a.indices[keep].numpy().astype(np.uint16)))
         return out

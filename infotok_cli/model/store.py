@@ -3,6 +3,11 @@ the metadata.
 
 Weights are only ever read with safetensors (no pickle). A model is named either by a name shipped in
 `infotok_cli/weights/` (the default is `infotok-m`) or by a path to a `.safetensors` file.
+
+A weights file may carry a learned router head (model/router_head.py) as the tensor group
+`router_head.*`. Tokens do not depend on it, so a file made by adding a head keeps the identity of the
+file it was made from: its metadata key `tokens_sha256` names that file's SHA-256, which is what .itok
+files record and check (`LoadedModel.sha256`). Files without the key are identified by their own SHA-256.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from ..errors import WeightsError
 from .config import ModelConfig
 from .flex import FlexConfig, FlexTokenizer, load_release_state_dict
 from .infotok import InfoTok
+from .router_head import METADATA_KEY as HEAD_METADATA_KEY
+from .router_head import TENSOR_PREFIX as HEAD_PREFIX
+from .router_head import RouterHead, feature_channels, head_from_tensors, head_tensors
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "infotok-m"
@@ -44,6 +52,7 @@ class LoadedModel:
     # with it the codec estimates a window's full-rate error from its probes and skips the full-rate decode.
     # None in weights written before it existed.
     e_ref_probe: float | None = None
+    router_head: RouterHead | None = None  # the learned router head, where the weights carry one
 
 
 def sha256_file(path: str | Path) -> str:
@@ -121,6 +130,21 @@ def save_weights(path: str | Path, model: InfoTok, e_ref: float, summary: dict |
     return write_weights_file(path, tensors, metadata)
 
 
+def add_router_head(src: str | Path, head: RouterHead, dst: str | Path, summary: dict | None = None) -> str:
+    """Write the weights `src` with `head` as their router head (replacing any) to `dst`, atomically.
+    The result keeps `src`'s token identity (`tokens_sha256`), so files made with either decode with
+    either. Returns the new file's SHA-256."""
+    src, dst = Path(src), Path(dst)
+    meta = read_metadata(src)
+    if meta.get("format") != WEIGHTS_FORMAT or meta.get("architecture") == FLEX_ARCHITECTURE:
+        raise WeightsError(f"{src}: a router head goes only into infotok-m style weights")
+    tensors = {k: v for k, v in load_file(str(src)).items() if not k.startswith(HEAD_PREFIX)}
+    meta["tokens_sha256"] = meta.get("tokens_sha256") or sha256_file(src)
+    meta[HEAD_METADATA_KEY] = head.cfg.to_json()
+    meta["router_head_training"] = json.dumps(summary or {})
+    return write_weights_file(dst, {**tensors, **head_tensors(head)}, meta)
+
+
 def write_weights_file(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     """Write a safetensors weights file atomically (readers never see a partial file); returns its SHA-256."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -151,11 +175,14 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
         raise WeightsError(f"{path}: not an infotok weights file (format {meta.get('format')!r})")
     if meta.get("architecture") == FLEX_ARCHITECTURE:
         return load_flex(path, meta, device)
-    tensors = {}
+    tensors, head_group = {}, {}
     try:
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():
-                tensors[key] = f.get_tensor(key)
+                if key.startswith(HEAD_PREFIX):
+                    head_group[key[len(HEAD_PREFIX):]] = f.get_tensor(key)
+                else:
+                    tensors[key] = f.get_tensor(key)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
     try:
@@ -178,9 +205,30 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
         raise WeightsError(f"{path}: weights do not match the config (missing {len(missing)}, "
                            f"unexpected {len(unexpected)} tensors)")
     model.eval().to(device)
+    head = None
+    if HEAD_METADATA_KEY in meta:
+        try:
+            head = head_from_tensors(meta[HEAD_METADATA_KEY], head_group).to(device)
+            expected = feature_channels(head.cfg.features, config.latent_dim, len(config.levels))
+            if head.cfg.in_channels != expected or config.layout != "residual":
+                raise ValueError(f"it reads {head.cfg.in_channels} channels, the model gives {expected}")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise WeightsError(f"{path}: bad router head ({exc})") from None
     training = json.loads(meta.get("training", "{}") or "{}")
-    return LoadedModel(model=model, config=config, name=config.name, sha256=sha256_file(path),
-                       e_ref=e_ref, path=path, metadata={"training": training}, e_ref_probe=e_ref_probe)
+    return LoadedModel(model=model, config=config, name=config.name, sha256=weights_identity(path, meta),
+                       e_ref=e_ref, path=path, metadata={"training": training}, e_ref_probe=e_ref_probe,
+                       router_head=head)
+
+
+def weights_identity(path: Path, meta: dict) -> str:
+    """The SHA-256 that .itok files record for these weights: `tokens_sha256` where a router head was
+    added to an existing file, else the file's own (see the module docstring)."""
+    declared = meta.get("tokens_sha256", "")
+    if declared:
+        if len(declared) != 64 or any(c not in "0123456789abcdef" for c in declared):
+            raise WeightsError(f"{path}: bad weights metadata (tokens_sha256 {declared[:70]!r})")
+        return declared
+    return sha256_file(path)
 
 
 MEASURED_FILE = WEIGHTS_DIR / "measured.json"  # quality and speed measured by `make bench`, per weights hash
@@ -203,7 +251,7 @@ def shipped_model_info() -> list[dict]:
             config, training = {}, {}
         with safe_open(str(path), framework="pt") as f:
             parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-        sha = sha256_file(path)
+        sha = weights_identity(path, meta)
         record = measured.get(path.stem, {})
         out.append({
             "name": path.stem,
@@ -214,6 +262,7 @@ def shipped_model_info() -> list[dict]:
             "training_steps": training.get("steps"),
             "training_stage": training.get("stage"),
             "config": config,
+            "router_head": HEAD_METADATA_KEY in meta,
             # numbers only count for the weights they were measured with
             "measured": record.get("measured", {}) if record.get("sha256") == sha else {},
         })
@@ -233,8 +282,17 @@ def load_flex(path: Path, meta: dict, device: str | torch.device) -> LoadedModel
         load_release_state_dict(model, {k: v.float() for k, v in tensors.items()})
     except ValueError as exc:
         raise WeightsError(f"{path}: {exc}") from None
+    try:  # e_ref_probe and the calibration: only where `models import --calibrate` measured them
+        e_ref = float(meta.get("e_ref", 0.0))
+        e_ref_probe = float(meta["e_ref_probe"]) if "e_ref_probe" in meta else None
+        if e_ref_probe is not None and not (math.isfinite(e_ref_probe) and e_ref_probe > 0):
+            raise ValueError(f"e_ref_probe must be a positive number, got {e_ref_probe}")
+        calibration = json.loads(meta.get("calibration", "null"))
+    except ValueError as exc:
+        raise WeightsError(f"{path}: bad weights metadata ({exc})") from None
     model.eval().to(device)
     info = {k: meta.get(k) for k in ("source_file", "source_sha256", "parameters", "dtype")}
     return LoadedModel(model=model, config=cfg, name=meta.get("name", path.stem), sha256=sha256_file(path),
-                       e_ref=float(meta.get("e_ref", 0.0)), path=path,
-                       metadata={"training": {}, "architecture": FLEX_ARCHITECTURE, **info})
+                       e_ref=e_ref, path=path, e_ref_probe=e_ref_probe,
+                       metadata={"training": {}, "architecture": FLEX_ARCHITECTURE, **info,
+                                 "calibration": calibration})

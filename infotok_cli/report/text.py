@@ -45,7 +45,7 @@ def compress_rows(r: dict, options: dict, model: str) -> list[tuple[str, str]]:
     """Summary of a compress result (`CompressResult.to_dict()`) coded with `options`."""
     target, cap = options.get("target_psnr"), options.get("max_bpp16")
     rate_control = (f"target {target:g} dB" + (f", max BPP16 {cap:g}" if cap else "") if target is not None
-                    else f"{options['strategy']}, beta {options['beta']:g}")
+                    else f"{options['strategy'] or r['strategy']}, beta {options['beta']:g}")
     rows = [
         ("frames", f"{r['frames']} ({r['width']}x{r['height']})"),
         ("windows", f"{r['windows']} ({rate_control}, window {options['window']}, overlap {options['overlap']})"),

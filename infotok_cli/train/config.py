@@ -76,8 +76,9 @@ def config_from_dict(d: dict) -> TrainConfig:
     cfg = TrainConfig(**kwargs)
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-    if cfg.placement not in PLACEMENTS:
-        raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {cfg.placement!r}")
+    trainable = [p for p in PLACEMENTS if p != "predicted"]  # a router head is trained after the tokenizer
+    if cfg.placement not in trainable:
+        raise ValueError(f"placement must be one of {', '.join(trainable)}, got {cfg.placement!r}")
     if cfg.pixel_loss not in PIXEL_LOSSES:
         raise ValueError(f"pixel_loss must be one of {', '.join(PIXEL_LOSSES)}, got {cfg.pixel_loss!r}")
     if cfg.stage not in STAGES:

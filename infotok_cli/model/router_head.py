@@ -1,0 +1,238 @@
+"""The learned router head: predicts from the encoder's side alone what the probe decodes measure.
+
+The default placement (probe-gain, coding/router.py) decodes every window twice to find which tokens the
+decompressor can least do without. This head estimates the same thing from features the encoder already
+has, so placement needs no decode: per latent position a *score* (the probe-gain score, standardised per
+window; only its order is used) and the log of the *full-rate error* (its window mean sets the window's
+rate in the `global` strategy, in the units of `e_ref`).
+
+Inputs (`extract_features`, infotok-m's residual layout): the latent after the compressor and code_norm
+(192 channels), the log RMS that code_norm divided out (1), the FSQ codes (6) and four pixel statistics
+per position (`pixel_stats`): 203 channels. The network: per-channel standardisation (buffers fitted on
+the training features), a 1x1x1 projection to `width`, one factorised residual block per entry of
+`dilations` (spatial 3x3 with that dilation, then a kernel-3 convolution over latent frames), and a 1x1x1
+output to the two maps, that last layer in float32 so a bf16 run does not tie scores. Fully
+convolutional: any window size.
+
+It ships inside the model's weights as the tensor group `router_head.*` with its config in the
+metadata key `router_head` (model/store.py); weights without it load as before. Trained with the
+tokenizer frozen (scripts/router_head_train.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..constants import SPATIAL_STRIDE, TEMPORAL_STRIDE
+from .infotok import InfoTok
+
+FEATURES = ("z", "zrms", "codes", "pix")
+TENSOR_PREFIX = "router_head."  # names of the head's tensors inside a weights file
+METADATA_KEY = "router_head"  # its config (JSON) in the weights' metadata
+DITHER_SEED = 0  # fixed, so compressing the same video twice gives the same file
+EPS = 1e-3
+
+
+@dataclass
+class HeadConfig:
+    in_channels: int = 203  # 192 (latent) + 1 (log RMS) + 6 (codes) + 4 (pixel statistics)
+    width: int = 48
+    dilations: tuple[int, ...] = (1, 2, 4)  # one residual block per entry
+    features: tuple[str, ...] = FEATURES
+    # (keep rate, dither amount) points of the dither schedule, linear in between (see dither_amount)
+    dither: tuple[tuple[float, float], ...] = ((0.25, 1.0), (0.5, 0.0))
+    recipe: str = ""  # the training recipe, for the record
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["dilations"], d["features"] = list(self.dilations), list(self.features)
+        d["dither"] = [list(point) for point in self.dither]
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> HeadConfig:
+        d = {k: v for k, v in json.loads(text).items() if k in cls.__dataclass_fields__}
+        for key in ("dilations", "features"):
+            if key in d:
+                d[key] = tuple(d[key])
+        if "dither" in d:
+            d["dither"] = tuple((float(rate), float(amount)) for rate, amount in d["dither"])
+        cfg = cls(**d)
+        rates = [rate for rate, _ in cfg.dither]
+        if (set(cfg.features) - set(FEATURES) or not cfg.dilations or cfg.width < 1 or not cfg.dither
+                or rates != sorted(rates) or any(amount < 0 for _, amount in cfg.dither)):
+            raise ValueError(f"unsupported router head config {text[:200]}")
+        return cfg
+
+
+class HeadBlock(nn.Module):
+    """Residual (2+1)-D block: spatial 3x3 (dilated), then kernel 3 over latent frames (both ways in time,
+    like infotok-m's decompressor)."""
+
+    def __init__(self, width: int, dilation: int):
+        super().__init__()
+        self.spatial = nn.Conv3d(width, width, (1, 3, 3), padding=(0, dilation, dilation),
+                                 dilation=(1, dilation, dilation))
+        self.temporal = nn.Conv3d(width, width, (3, 1, 1), padding=(1, 0, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.temporal(F.gelu(self.spatial(F.gelu(x))))
+
+
+class RouterHead(nn.Module):
+    def __init__(self, cfg: HeadConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("in_mean", torch.zeros(cfg.in_channels))
+        self.register_buffer("in_std", torch.ones(cfg.in_channels))
+        # affine map of the log-error output (the training targets' mean and spread): the net predicts unit scale
+        self.register_buffer("err_shift", torch.zeros(1))
+        self.register_buffer("err_scale", torch.ones(1))
+        self.inp = nn.Conv3d(cfg.in_channels, cfg.width, 1)
+        self.blocks = nn.ModuleList([HeadBlock(cfg.width, d) for d in cfg.dilations])
+        self.out = nn.Conv3d(cfg.width, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stacked features [B,C,t,h,w] -> (score [B,t,h,w], log full-rate error [B,t,h,w])."""
+        x = (x.float() - self.in_mean.view(1, -1, 1, 1, 1)) / self.in_std.view(1, -1, 1, 1, 1)
+        y = self.inp(x)
+        for block in self.blocks:
+            y = block(y)
+        with torch.autocast(y.device.type, enabled=False):
+            out = self.out(F.gelu(y.float()))
+        return out[:, 0], out[:, 1] * self.err_scale + self.err_shift
+
+    def stack(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([features[name].float() for name in self.cfg.features], 1)
+
+    @torch.no_grad()
+    def predict(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of one window -> (score [t,h,w], per-position full-rate error estimate [t,h,w]), float32."""
+        score, log_error = self(self.stack(features))
+        return score[0].float(), log_error[0].float().exp()
+
+    def flops_per_position(self) -> int:
+        """FLOPs (2 x multiply-adds) of the convolutions per latent position."""
+        return 2 * sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Conv3d))
+
+
+def group_mean(m: torch.Tensor) -> torch.Tensor:
+    """A per-frame map [B,T,H,W] -> [B,t,h,w]: the mean over each latent position's frames (frame 0 alone,
+    then groups of 4) and 8x8 pixels, as router.position_error groups them."""
+    b, n, hh, ww = m.shape
+    rest = m[:, 1:].reshape(b, (n - 1) // TEMPORAL_STRIDE, TEMPORAL_STRIDE, hh, ww).mean(2)
+    return F.avg_pool2d(torch.cat([m[:, :1], rest], 1), SPATIAL_STRIDE)
+
+
+def pixel_stats(x: torch.Tensor) -> torch.Tensor:
+    """Frames [B,3,T,H,W] in [-1, 1] -> [B,4,t,h,w] float32 per latent position: log standard deviation,
+    log mean absolute spatial gradient, log mean absolute change from the previous frame (0 for frame 0)
+    and mean intensity, of the grey image."""
+    grey = x.float().mean(1)
+    mean = group_mean(grey)
+    std = (group_mean(grey * grey) - mean * mean).clamp_min(0).sqrt()
+    dx = (grey[..., :, 1:] - grey[..., :, :-1]).abs()
+    dy = (grey[..., 1:, :] - grey[..., :-1, :]).abs()
+    gradient = F.pad(dx, (0, 1)) + F.pad(dy, (0, 0, 0, 1))
+    change = torch.cat([torch.zeros_like(grey[:, :1]), (grey[:, 1:] - grey[:, :-1]).abs()], 1)
+    return torch.stack([(std + EPS).log(), (group_mean(gradient) + EPS).log(), (group_mean(change) + EPS).log(),
+                        mean], 1)
+
+
+def extract_features(model: InfoTok, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Encode frames [B,3,T,H,W] step by step (the arithmetic of InfoTok.encode, so codes and indices are
+    exactly its) and keep what the head reads. Returns (features, codes [B,t,h,w,6], indices [B,t,h,w]).
+    Runs under the caller's autocast."""
+    if model.cfg.layout != "residual":
+        raise ValueError("the router head needs a model with the residual layout")
+    z = model.encoder(x).permute(0, 2, 3, 4, 1)  # [B,t,h,w,D]
+    if model.adaptive:
+        z = z + model.compressor_out(model.compressor(model.compressor_in(z)))
+    log_rms = z.float().pow(2).mean(-1, keepdim=True).add(1e-6).log().mul(0.5)
+    z = model.code_norm(z)
+    codes, indices = model.quantizer(model.to_code(z))
+    features = {
+        "z": z.float().permute(0, 4, 1, 2, 3),
+        "zrms": log_rms.permute(0, 4, 1, 2, 3),
+        "codes": codes.float().permute(0, 4, 1, 2, 3),
+        "pix": pixel_stats(x),
+    }
+    return features, codes, indices
+
+
+def dither_amount(rate: float, schedule: tuple[tuple[float, float], ...] = HeadConfig.dither) -> float:
+    """Noise, in standard deviations of the score, added before the top k at keep `rate`: the schedule's
+    points joined linearly, constant beyond its ends (by default 1 at keep 0.25 and below, none from keep
+    0.5 up). A smooth learned score puts a low rate's tokens in clusters and leaves whole regions with
+    none to fill from; the probe score's own measurement noise spreads them."""
+    (r0, a0), (r1, a1) = schedule[0], schedule[-1]
+    if rate <= r0:
+        return a0
+    if rate >= r1:
+        return a1
+    for (lo, a_lo), (hi, a_hi) in zip(schedule, schedule[1:]):
+        if lo <= rate <= hi:
+            return a_lo + (a_hi - a_lo) * (rate - lo) / (hi - lo) if hi > lo else a_hi
+    return a1
+
+
+def dithered_score(score: torch.Tensor, rate: float,
+                   schedule: tuple[tuple[float, float], ...] = HeadConfig.dither) -> torch.Tensor:
+    """The head's score standardised, plus fixed-seed Gaussian noise of dither_amount(rate, schedule)."""
+    s = score.float()
+    s = (s - s.mean()) / (s.std() + 1e-8) if s.numel() > 1 else s
+    amount = dither_amount(rate, schedule)
+    if amount > 0:
+        s = s + amount * torch.randn(s.shape, generator=torch.Generator().manual_seed(DITHER_SEED)).to(s.device)
+    return s
+
+
+def feature_channels(features: tuple[str, ...], latent_dim: int, code_dim: int) -> int:
+    """Input channels of a head reading `features` of a model with this latent and code size."""
+    sizes = {"z": latent_dim, "zrms": 1, "codes": code_dim, "pix": 4}
+    return sum(sizes[name] for name in features)
+
+
+def head_from_tensors(config_json: str, tensors: dict[str, torch.Tensor]) -> RouterHead:
+    """A head from its metadata config and its tensors (names without TENSOR_PREFIX); raises ValueError
+    when they do not match."""
+    head = RouterHead(HeadConfig.from_json(config_json))
+    try:
+        head.load_state_dict({k: v.float() for k, v in tensors.items()})
+    except RuntimeError as exc:
+        raise ValueError(f"router head tensors do not match its config ({str(exc).splitlines()[0]})") from None
+    return head.eval()
+
+
+def head_tensors(head: RouterHead) -> dict[str, torch.Tensor]:
+    """The head's tensors as they are stored in a weights file (prefixed, float32, contiguous)."""
+    return {TENSOR_PREFIX + k: v.detach().float().contiguous().cpu() for k, v in head.state_dict().items()}
+
+
+HEAD_FILE_FORMAT = "infotok-router-head/1"  # a head on its own, as training writes it
+
+
+def save_head_file(path: str | Path, head: RouterHead, summary: dict | None = None) -> None:
+    """Write a trained head on its own (store.add_router_head puts it into a model's weights)."""
+    tensors = {k: v.detach().float().contiguous().cpu() for k, v in head.state_dict().items()}
+    save_file(tensors, str(path), metadata={"format": HEAD_FILE_FORMAT, "config": head.cfg.to_json(),
+                                            "training": json.dumps(summary or {})})
+
+
+def load_head_file(path: str | Path) -> tuple[RouterHead, dict]:
+    """A head written by save_head_file, and its training summary."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("format") != HEAD_FILE_FORMAT:
+        raise ValueError(f"{path}: not a router head file")
+    return head_from_tensors(meta["config"], tensors), json.loads(meta.get("training", "{}") or "{}")
