@@ -9,7 +9,8 @@ and rate) and predicted (the router head, exactly as `compress --placement predi
 the model's own head and each `--head FILE` (a head written by scripts/router_head_train.py).
 
 Timing: seconds per window of `Tokenizer.analyse` (encode and placement, no entropy coding or I/O) per
-placement, medians of --runs on the first clip, in the precision `auto` picks.
+placement, and of the encoder alone against the encoder with the head, medians of --runs on the first
+clip, in the precision `auto` picks.
 
     python scripts/router_head_eval.py --model infotok-m [--head FILE ...] [--json out.json]
 """
@@ -27,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infotok_cli.coding.geometry import padded_length
+from infotok_cli.coding.geometry import padded_length, to_model_input
 from infotok_cli.coding.rate import tokens_for_rate
 from infotok_cli.coding.router import random_mask, top_k_mask
 from infotok_cli.coding.tokenizer import Tokenizer, WindowAnalysis
 from infotok_cli.eval.clips import prepare
 from infotok_cli.io.video import iter_frames
-from infotok_cli.model.router_head import dithered_score, load_head_file
+from infotok_cli.model.router_head import dithered_score, extract_features, load_head_file
 from infotok_cli.model.store import load_model
 from infotok_cli.train.data import dev_clips
 
@@ -116,6 +117,20 @@ def main(argv: list[str] | None = None) -> int:
                 for name, tok in toks.items():
                     run = lambda tok=tok, f=frames, hw=hw: tok.analyse(f, 0, hw)  # noqa: E731
                     timing[name] = round(median_seconds(run, args.runs), 4)
+                if "predicted" in toks:  # what the head adds to the encoder's time
+                    tok = toks["predicted"]
+                    x = to_model_input(frames, hw, tok.device)
+
+                    def encode(tok=tok, x=x) -> None:
+                        with torch.no_grad(), tok.autocast():
+                            tok.model.encode(x)
+
+                    def encode_and_head(tok=tok, x=x) -> None:
+                        with torch.no_grad(), tok.autocast():
+                            tok.head.predict(extract_features(tok.model, x)[0])
+
+                    timing["encode only"] = round(median_seconds(encode, args.runs), 4)
+                    timing["encode + head"] = round(median_seconds(encode_and_head, args.runs), 4)
                 print(json.dumps(timing), file=sys.stderr, flush=True)
     mean = {r: {m: round(float(np.mean(v)), 3) for m, v in cells.items()} for r, cells in psnr.items()}
     methods = list(next(iter(mean.values())))
@@ -128,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         if m.startswith("predicted"):
             lines.append(f"| {m} minus probe-gain | " + " | ".join(
                 f"{mean[r][m] - mean[r]['probe-gain']:+.2f}" for r in mean) + " | |")
+    if "encode + head" in timing:
+        extra = timing["encode + head"] / timing["encode only"] - 1
+        lines += ["", f"Encoder alone {timing['encode only']:.3f} s per window, with the head "
+                      f"{timing['encode + head']:.3f} s ({100 * extra:+.1f}%)."]
     true_error = window_error["error"]  # measured by the full-rate decode
     lines += ["", "| window error estimate | mean abs log(estimate / full-rate error) |", "|---|---|"]
     for m, errs in window_error.items():

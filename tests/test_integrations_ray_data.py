@@ -1,5 +1,6 @@
 """The Ray Data module on a local Ray instance (2 CPUs) with three real clips and a corrupt one: .itok files
-written by the workers, and token arrays returned in the rows, both equal to what the API produces."""
+written by the workers, and token arrays returned in the rows, both equal to what the API produces; also
+with an imported InfoTok-Flex model (the small conformance fixture), named as `--model` names it."""
 
 from __future__ import annotations
 
@@ -17,22 +18,32 @@ from infotok_cli.io.video import iter_frames
 from infotok_cli.ray_data import tokenize_paths
 
 OPTIONS = {"window": 9, "overlap": 1, "beta": 0.5, "strategy": "window"}
+FLEX_FIXTURE = Path(__file__).resolve().parent / "data" / "infotok-flex"
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    # One thread per worker process (tiny tensors; see conftest.py); workers inherit the environment.
-    old = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
+def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model store (INFOTOK_HOME) of the driver and of every worker: imported models are found by name."""
+    return tmp_path_factory.mktemp("infotok-home")
+
+
+@pytest.fixture(scope="module")
+def local_ray(model_home: Path) -> Iterator[None]:
+    # One thread per worker process (tiny tensors; see conftest.py); workers inherit the environment, so
+    # it is set before Ray starts.
+    env = {"OMP_NUM_THREADS": "1", "INFOTOK_HOME": str(model_home)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield
     finally:
         ray.shutdown()
-        if old is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +84,32 @@ def test_workers_write_itok_files_and_return_tokens(local_ray: None, videos: lis
         assert np.asarray(row["window_frame_ranges"]).tolist() == [[w.frame_start, w.frame_count]
                                                                    for w in expected.windows]
     assert by_path[str(videos[3])]["status"] == "failed"
+
+
+def test_workers_run_an_imported_flex_model(local_ray: None, videos: list[Path], tmp_path: Path) -> None:
+    """The small InfoTok-Flex fixture imported into the store: workers load it by name and code every clip
+    as the API does; the .itok files name it and record its weights."""
+    from infotok_cli.model.flex_store import import_checkpoint
+
+    imported = import_checkpoint(FLEX_FIXTURE / "small-weights.safetensors", "flex-ray",
+                                 config=FLEX_FIXTURE / "small-config.json", force=True)
+    tok = Tokenizer("flex-ray", "cpu")
+    assert tok.sha256 == imported["sha256"]
+    out = tmp_path / "itok"
+    rows = tokenize_paths(videos, out_dir=out, model="flex-ray", device="cpu", workers=2, **OPTIONS).take_all()
+    by_path = {r["path"]: r for r in rows}
+    assert by_path[str(videos[3])]["status"] == "failed"
+    for video in videos[:3]:
+        row = by_path[str(video)]
+        assert row["status"] == "ok", row["error"]
+        expected = tok.encode(np.stack(list(iter_frames(video))), **OPTIONS)
+        with infotok_cli.load(row["output"]) as tf:
+            assert tf.model_name == "flex-ray" and tf.weights_sha256 == imported["sha256"]
+            assert row["tokens_kept"] == tf.tokens_kept == expected.tokens_kept
+            assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(tf.windows, expected.windows))
+
+    rows = tokenize_paths(videos[:3], model="flex-ray", device="cpu", **OPTIONS).take_all()
+    for row in rows:
+        expected = tok.encode(np.stack(list(iter_frames(row["path"]))), **OPTIONS)
+        assert row["status"] == "ok" and row["frames"] == expected.num_frames
+        assert np.array_equal(np.asarray(row["tokens"]), np.concatenate([w.tokens for w in expected.windows]))

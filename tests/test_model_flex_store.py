@@ -4,11 +4,13 @@ fixture model through the CLI end to end, and a random state dict of the full re
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -133,3 +135,63 @@ def test_full_size_release_checkpoint_round_trip(monkeypatch: pytest.MonkeyPatch
     assert stats.frames == 21 and 0.4 < stats.keep_rate < 0.6
     back = tok.decompress_file(tmp_path / "f.itok", tmp_path / "f.mp4")
     assert back.frames == 21
+
+
+def test_calibrated_import_records_reference_errors(env: dict[str, str], small_checkpoint: Path, moving_video: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`--calibrate DIR` measures e_ref and e_ref_probe on real clips (an unreadable one is left out with a
+    notice), stores them in the weights' metadata, and loading the model by name returns them."""
+    from infotok_cli.coding.tokenizer import Tokenizer
+    from infotok_cli.io.video import iter_frames
+    from infotok_cli.model.store import load_model, read_metadata
+
+    env = {**env, "INFOTOK_HOME": str(tmp_path / "home")}
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "moving.mp4").write_bytes(moving_video.read_bytes())
+    (clips / "broken.mov").write_bytes(b"\x00" * 64)
+    (clips / "notes.txt").write_text("not a video")
+    proc = infotok(env, "models", "import", small_checkpoint, "--name", "flex-cal", "--config", SMALL_CONFIG,
+                   "--calibrate", clips, "--calibrate-frames", 21, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert "broken.mov" in proc.stderr and len(proc.stderr.splitlines()) == 1  # one notice
+    cal = result["calibration"]
+    # 21 frames of one clip: a full 17-frame window and a 4-frame one (padded as compress pads it)
+    assert (cal["clips"], cal["windows"], cal["frames"], cal["window"], cal["sizes"]) == (1, 2, 21, 17, ["48x32"])
+    assert cal["precision"] in ("fp32", "bf16") and len(cal["skipped"]) == 1
+    for key in ("e_ref", "e_ref_probe"):
+        assert math.isfinite(result[key]) and result[key] > 0
+
+    meta = read_metadata(result["path"])
+    assert float(meta["e_ref"]) == result["e_ref"] and float(meta["e_ref_probe"]) == result["e_ref_probe"]
+    assert json.loads(meta["calibration"])["windows"] == 2
+    monkeypatch.setenv("INFOTOK_HOME", env["INFOTOK_HOME"])
+    loaded = load_model("flex-cal", "cpu")
+    assert (loaded.e_ref, loaded.e_ref_probe) == (result["e_ref"], result["e_ref_probe"])
+    assert loaded.metadata["calibration"]["frames_per_clip"] == 21
+
+    # With the reference the global strategy rates windows against it, and probe-gain placement takes the
+    # window's error from its probes (no full-rate decode).
+    tok = Tokenizer(loaded, "cpu", placement="probe-gain", precision="fp32")
+    assert tok.skips_full_decode and tok.router_passes == 3
+    tokens = tok.encode(np.stack(list(iter_frames(moving_video))), strategy="global", window=17)
+    assert tokens.num_frames == 21 and 0 < tokens.tokens_kept < tokens.tokens_possible
+
+
+def test_calibration_refuses_an_empty_folder(env: dict[str, str], small_checkpoint: Path, tmp_path: Path) -> None:
+    env = {**env, "INFOTOK_HOME": str(tmp_path / "home")}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no clips here")
+    base = ["models", "import", small_checkpoint, "--name", "flex-cal", "--config", SMALL_CONFIG]
+    proc = infotok(env, *base, "--calibrate", empty)
+    assert proc.returncode == 3 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
+    assert "no video files" in proc.stderr
+    proc = infotok(env, *base, "--calibrate", tmp_path / "missing")
+    assert proc.returncode == 3 and "folder not found" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    (empty / "broken.mp4").write_bytes(b"\x00" * 64)  # a video file, but none that can be read
+    proc = infotok(env, *base, "--calibrate", empty)
+    assert proc.returncode == 3 and "could be used" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert infotok(env, *base, "--calibrate-frames", 17).returncode == 2  # needs --calibrate
+    assert not (tmp_path / "home" / "models" / "flex-cal.safetensors").exists()

@@ -65,6 +65,27 @@ def test_pixel_stats_see_motion_and_texture() -> None:
     assert (b[:, 0, 1] > a[:, 0, 1]).all() and (b[:, 1, 1] > a[:, 1, 1]).all()  # texture
 
 
+@pytest.mark.parametrize("frames", [1, 5, 9])
+def test_pixel_stats_match_their_definition(frames: int) -> None:
+    """The vectorised statistics against a position-by-position reading of their docstring."""
+    x = torch.rand(2, 3, frames, 16, 24, generator=torch.Generator().manual_seed(frames)) * 2 - 1
+    got = pixel_stats(x)
+    grey = x.mean(1)
+    groups = [[0]] + [list(range(1 + 4 * g, 5 + 4 * g)) for g in range((frames - 1) // 4)]
+    for b in range(2):
+        for t, group in enumerate(groups):
+            for i in range(2):
+                for j in range(3):
+                    block = grey[b, group, 8 * i:8 * i + 8, 8 * j:8 * j + 8]
+                    dx = (grey[b, group, 8 * i:8 * i + 8, 8 * j + 1:8 * j + 9] - block[..., :8 - (j == 2)]).abs()
+                    dy = (grey[b, group, 8 * i + 1:8 * i + 9, 8 * j:8 * j + 8] - block[:, :8 - (i == 1)]).abs()
+                    change = (block - grey[b, [f - 1 for f in group], 8 * i:8 * i + 8, 8 * j:8 * j + 8]).abs()
+                    gradient = (dx.sum() + dy.sum()) / block.numel()
+                    want = [(block.std(unbiased=False) + 1e-3).log(), (gradient + 1e-3).log(),
+                            ((change.mean() if t else 0) + torch.tensor(1e-3)).log(), block.mean()]
+                    assert torch.allclose(got[b, :, t, i, j], torch.stack(want), atol=1e-5), (b, t, i, j)
+
+
 def test_head_predicts_one_score_and_error_per_position() -> None:
     head = random_head(in_channels=11, width=8, dilations=(1, 2), features=("codes", "pix", "zrms"))
     feats = {"codes": torch.rand(1, 6, 3, 4, 5), "pix": torch.rand(1, 4, 3, 4, 5), "zrms": torch.rand(1, 1, 3, 4, 5)}
@@ -78,13 +99,16 @@ def test_head_predicts_one_score_and_error_per_position() -> None:
                                                 if isinstance(m, torch.nn.Conv3d))
 
 
-def test_dither_keeps_the_order_above_half_and_is_deterministic() -> None:
+def test_dither_follows_its_schedule_and_is_deterministic() -> None:
+    schedule = ((0.25, 1.0), (0.5, 0.0))
+    assert dither_amount(0.75, schedule) == dither_amount(0.5, schedule) == 0
+    assert dither_amount(0.25, schedule) == dither_amount(0.1, schedule) == 1 and dither_amount(0.375, schedule) == 0.5
+    assert dither_amount(0.1) > dither_amount(0.5) > dither_amount(0.9) > 0  # the default: more noise at low rates
     score = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(1))
-    assert dither_amount(0.75) == dither_amount(0.5) == 0 and dither_amount(0.25) == dither_amount(0.1) == 1
-    assert torch.equal(dithered_score(score, 0.5).argsort(), score.argsort())
-    low = dithered_score(score, 0.25)
+    assert torch.equal(dithered_score(score, 0.5, schedule).argsort(), score.argsort())
+    low = dithered_score(score, 0.25, schedule)
     assert not torch.equal(low.argsort(), score.argsort())
-    assert torch.equal(low, dithered_score(score, 0.25))  # fixed seed: the same file every time
+    assert torch.equal(low, dithered_score(score, 0.25, schedule))  # fixed seed: the same file every time
 
 
 def test_head_rides_in_the_weights_and_keeps_the_token_identity(plain_weights: Path, tmp_path: Path) -> None:

@@ -3,21 +3,28 @@
 `import_checkpoint` reads a `.pt`/`.pth` checkpoint with `torch.load(..., weights_only=True)` only (a
 file that needs a full unpickle is refused) or a safetensors state dict, checks every parameter name and
 shape against the architecture (flex.load_release_state_dict), and writes `NAME.safetensors` into the
-user's model store with the configuration and provenance in its metadata. Imported weights carry no
-reference error (`e_ref` 0), so the `global` strategy codes every window at beta, as `window` does.
+user's model store with the configuration and provenance in its metadata.
+
+The release records no reference error. Imported without calibration the weights carry `e_ref` 0, so
+the `global` strategy codes every window at beta, as `window` does. With a `measure` hook (the CLI's
+`--calibrate DIR` passes train.calibrate.calibrate_model over the user's clips) the import measures
+`e_ref` and `e_ref_probe` with the weights as stored and records them with what they were measured on.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from torch import nn
 
 from ..errors import WeightsError
 from .flex import FlexConfig, FlexTokenizer, load_release_state_dict
@@ -47,6 +54,9 @@ RELEASE_CONFIG = {
 }
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# Measures a model before it is written: returns at least "e_ref" and "e_ref_probe", and what they were
+# measured on (train.calibrate.calibrate_model).
+Measure = Callable[[nn.Module], dict]
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -77,8 +87,11 @@ def read_config(path: Path | None) -> dict:
 
 
 def import_checkpoint(src: str | os.PathLike, name: str, *, config: str | os.PathLike | None = None,
-                      dtype: str = "float32", force: bool = False) -> dict:
-    """Import the checkpoint `src` as model `name` into the user's model store; returns what was written."""
+                      dtype: str = "float32", force: bool = False, measure: Measure | None = None) -> dict:
+    """Import the checkpoint `src` as model `name` into the user's model store; returns what was written.
+
+    With `measure` the reference errors it returns are recorded with the weights (the model it is given
+    holds the weights as they are stored, in float32)."""
     src = Path(src)
     if not NAME_PATTERN.fullmatch(name):
         raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (at most 64)")
@@ -105,11 +118,27 @@ def import_checkpoint(src: str | os.PathLike, name: str, *, config: str | os.Pat
                 "config": json.dumps(release),
                 "e_ref": "0.0", "source_file": src.name, "source_sha256": sha256_file(src),
                 "parameters": str(parameters), "dtype": dtype, "training": "{}"}
+    calibration = None
+    if measure is not None:
+        if dtype != "float32":  # measure the weights as they are stored (and later loaded)
+            model.load_state_dict({k: v.float() for k, v in tensors.items()})
+        calibration = measure(model)
+        if not all(math.isfinite(calibration[k]) and calibration[k] > 0 for k in ("e_ref", "e_ref_probe")):
+            raise WeightsError(f"calibration measured no usable reference error (e_ref {calibration['e_ref']}, "
+                               f"e_ref_probe {calibration['e_ref_probe']}); the weights or the clips are degenerate")
+        metadata["e_ref"], metadata["e_ref_probe"] = repr(calibration["e_ref"]), repr(calibration["e_ref_probe"])
+        metadata["calibration"] = json.dumps({k: v for k, v in calibration.items()
+                                              if k not in ("e_ref", "e_ref_probe", "skipped")})
+    del model
     dst.parent.mkdir(parents=True, exist_ok=True)
     sha256 = write_weights_file(dst, tensors, metadata)
-    return {"name": name, "path": str(dst), "sha256": sha256, "parameters": parameters,
-            "architecture": FLEX_ARCHITECTURE, "source_file": src.name, "source_sha256": metadata["source_sha256"],
-            "dtype": dtype, "file_bytes": dst.stat().st_size}
+    out = {"name": name, "path": str(dst), "sha256": sha256, "parameters": parameters,
+           "architecture": FLEX_ARCHITECTURE, "source_file": src.name, "source_sha256": metadata["source_sha256"],
+           "dtype": dtype, "file_bytes": dst.stat().st_size, "e_ref": float(metadata["e_ref"])}
+    if calibration is not None:
+        out["e_ref_probe"] = calibration["e_ref_probe"]
+        out["calibration"] = {k: v for k, v in calibration.items() if k not in ("e_ref", "e_ref_probe")}
+    return out
 
 
 def remove_model(name: str) -> Path:

@@ -47,8 +47,9 @@ class HeadConfig:
     width: int = 48
     dilations: tuple[int, ...] = (1, 2, 4)  # one residual block per entry
     features: tuple[str, ...] = FEATURES
-    # (keep rate, dither amount) points of the dither schedule, linear in between (see dither_amount)
-    dither: tuple[tuple[float, float], ...] = ((0.25, 1.0), (0.5, 0.0))
+    # (keep rate, dither amount) points of the dither schedule, linear in between (see dither_amount); chosen on
+    # the head's held-out training clips (scripts/router_head_eval.py --clips ... --schedule ...)
+    dither: tuple[tuple[float, float], ...] = ((0.25, 1.5), (0.5, 0.75), (0.75, 0.5))
     recipe: str = ""  # the training recipe, for the record
     extra: dict = field(default_factory=dict)
 
@@ -125,27 +126,36 @@ class RouterHead(nn.Module):
         return 2 * sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Conv3d))
 
 
-def group_mean(m: torch.Tensor) -> torch.Tensor:
+def group_mean(m: torch.Tensor, first_alone: bool = True) -> torch.Tensor:
     """A per-frame map [B,T,H,W] -> [B,t,h,w]: the mean over each latent position's frames (frame 0 alone,
-    then groups of 4) and 8x8 pixels, as router.position_error groups them."""
+    then groups of 4; with first_alone=False groups of 4 from the start) and 8x8 pixels, as
+    router.position_error groups them. Pools each part before joining them: the full-size maps are never
+    copied."""
     b, n, hh, ww = m.shape
-    rest = m[:, 1:].reshape(b, (n - 1) // TEMPORAL_STRIDE, TEMPORAL_STRIDE, hh, ww).mean(2)
-    return F.avg_pool2d(torch.cat([m[:, :1], rest], 1), SPATIAL_STRIDE)
+    parts = []
+    if first_alone:
+        parts.append(F.avg_pool2d(m[:, :1], SPATIAL_STRIDE))
+        m, n = m[:, 1:], n - 1
+    if n > 0:
+        parts.append(F.avg_pool2d(m.reshape(b, n // TEMPORAL_STRIDE, TEMPORAL_STRIDE, hh, ww).mean(2),
+                                  SPATIAL_STRIDE))
+    return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
 
 def pixel_stats(x: torch.Tensor) -> torch.Tensor:
     """Frames [B,3,T,H,W] in [-1, 1] -> [B,4,t,h,w] float32 per latent position: log standard deviation,
     log mean absolute spatial gradient, log mean absolute change from the previous frame (0 for frame 0)
-    and mean intensity, of the grey image."""
+    and mean intensity, of the grey image. Written to make few passes over the frames (it runs on every
+    compress, beside the encoder)."""
     grey = x.float().mean(1)
     mean = group_mean(grey)
     std = (group_mean(grey * grey) - mean * mean).clamp_min(0).sqrt()
-    dx = (grey[..., :, 1:] - grey[..., :, :-1]).abs()
-    dy = (grey[..., 1:, :] - grey[..., :-1, :]).abs()
-    gradient = F.pad(dx, (0, 1)) + F.pad(dy, (0, 0, 0, 1))
-    change = torch.cat([torch.zeros_like(grey[:, :1]), (grey[:, 1:] - grey[:, :-1]).abs()], 1)
-    return torch.stack([(std + EPS).log(), (group_mean(gradient) + EPS).log(), (group_mean(change) + EPS).log(),
-                        mean], 1)
+    gradient = F.pad((grey[..., :, 1:] - grey[..., :, :-1]).abs_(), (0, 1))  # |dx|, 0 in the last column
+    gradient[..., :-1, :] += (grey[..., 1:, :] - grey[..., :-1, :]).abs_()  # + |dy|, nothing in the last row
+    change = torch.zeros_like(mean[:, :1])  # frame 0 has no previous frame
+    if grey.shape[1] > 1:  # frames 1.. in groups of 4
+        change = torch.cat([change, group_mean((grey[:, 1:] - grey[:, :-1]).abs_(), first_alone=False)], 1)
+    return torch.stack([(std + EPS).log(), (group_mean(gradient) + EPS).log(), (change + EPS).log(), mean], 1)
 
 
 def extract_features(model: InfoTok, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -171,9 +181,9 @@ def extract_features(model: InfoTok, x: torch.Tensor) -> tuple[dict[str, torch.T
 
 def dither_amount(rate: float, schedule: tuple[tuple[float, float], ...] = HeadConfig.dither) -> float:
     """Noise, in standard deviations of the score, added before the top k at keep `rate`: the schedule's
-    points joined linearly, constant beyond its ends (by default 1 at keep 0.25 and below, none from keep
-    0.5 up). A smooth learned score puts a low rate's tokens in clusters and leaves whole regions with
-    none to fill from; the probe score's own measurement noise spreads them."""
+    points joined linearly, constant beyond its ends (by default 1.5 at keep 0.25 and below, 0.75 at 0.5,
+    0.5 from 0.75 up). A smooth learned score puts tokens in clusters and leaves whole regions with none
+    to fill from; the probe score's own measurement noise spreads them."""
     (r0, a0), (r1, a1) = schedule[0], schedule[-1]
     if rate <= r0:
         return a0

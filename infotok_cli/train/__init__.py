@@ -30,7 +30,8 @@ error over training data of the full-rate decode and of the drop-gain probes: re
 training summary are written to `out`.
 
 Holds the settings (`config`), the data (`data`), the objective and training-time measurements
-(`objective`) and the loop (`loop`). May import everything below it: rank 0, `format`, `io`, `model`,
+(`objective`), the loop (`loop`) and the reference errors of imported weights measured on the user's clips
+(`calibrate`, for `infotok models import --calibrate`). May import everything below it: rank 0, `format`, `io`, `model`,
 `coding`, `eval`. Nothing from cli.
 """
 

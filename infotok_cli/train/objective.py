@@ -126,19 +126,27 @@ def validate(model: InfoTok, clips: list[torch.Tensor], rates: tuple[float, ...]
 
 
 @torch.no_grad()
-def reference_errors(model: InfoTok, clips: list[torch.Tensor], precision: Precision) -> tuple[float, float]:
+def reference_errors(model: nn.Module, clips: list[torch.Tensor], precision: Precision) -> tuple[float, float]:
     """(e_ref, e_ref_probe): the mean per-position error (in [0, 2] pixel units) over the given windows
     of the full-rate decode, and of the drop-gain probes where each position's token is sent
     (router.probe_errors, the codec's fixed half). The codec estimates a window's full-rate error from
-    its probes as probe error x e_ref / e_ref_probe, which spares the full-rate decode."""
+    its probes as probe error x e_ref / e_ref_probe, which spares the full-rate decode. Any model family
+    (see window_reference_errors)."""
     model.eval()
     device = next(model.parameters()).device
-    full, probe = [], []
-    for x in clips:
-        x = x.to(device)
-        with precision.autocast():
-            codes, _ = model.encode(x)
-            full.append(position_error(x, model.decode(codes)).mean().item())
-            half = probe_half(tuple(codes.shape[1:-1]))
-            probe.append(probe_errors(x, lambda keep, codes=codes: model.decode(codes, keep), half)[1].mean().item())
-    return float(np.mean(full)), float(np.mean(probe))
+    errors = [window_reference_errors(model, x.to(device), precision) for x in clips]
+    return float(np.mean([e[0] for e in errors])), float(np.mean([e[1] for e in errors]))
+
+
+@torch.no_grad()
+def window_reference_errors(model: nn.Module, x: torch.Tensor, precision: Precision) -> tuple[float, float]:
+    """One window's (mean full-rate error, mean probe error where sent); x: [1,3,T,H,W] on the model's
+    device. Works for every model family: the latent grid comes from the token indices [B,t,h,w], since
+    the codes' layout differs (infotok-m [B,t,h,w,C], InfoTok-Flex [B,C,t,h,w]) and only the model's own
+    decode reads them."""
+    with precision.autocast():
+        codes, indices = model.encode(x)
+        full = position_error(x, model.decode(codes)).mean().item()
+        half = probe_half(tuple(indices.shape[1:]))
+        probe = probe_errors(x, lambda keep: model.decode(codes, keep), half)[1].mean().item()
+    return full, probe
