@@ -6,8 +6,10 @@ Run by `make bench` (not part of the test suite). Sections:
 2. compress / decompress frames per second at 256x256 and 640x360, on the CPU and on CUDA when present
    (medians of --runs runs after one warm-up);
 3. where compress and decompress time goes: encoder / full-rate decode (the router's extra pass) /
-   probe decodes (the drop-gain placement's two) / router (error map, drop gains and top-k) /
-   container + I/O / decoder, timed around the Tokenizer's parts;
+   probe decodes (the drop-gain placement's two) / router (error map, drop gains, the learned router head
+   and top-k) / container + I/O / decoder, timed around the Tokenizer's parts; then compress time per
+   placement at 256x256 (probe-gain, error and, for weights with a learned router head, predicted) in
+   the same run, and what the head adds to the encoder's time and to the weights file;
 4. peak resident memory of `compress` (and `decompress`) for the same content at 1x, 4x and 16x the
    length and for a 300-frame 1280x720 input, each run in a fresh subprocess (its own VmHWM);
 5. batch overhead: 20 short clips compressed by one `infotok compress ... -o DIR` (one process, one
@@ -56,16 +58,19 @@ import torch
 from infotok_cli import __version__
 from infotok_cli.coding.compress import compress_video
 from infotok_cli.coding.decompress import decompress_video
+from infotok_cli.coding.geometry import padded_size, to_model_input
 from infotok_cli.coding.precision import choose_precision, cpu_info, native_bf16, resolve_device
 from infotok_cli.coding.tokenizer import Tokenizer
+from infotok_cli.constants import SPATIAL_STRIDE, TEMPORAL_STRIDE
 from infotok_cli.eval.clips import dev_set, fit_frame, looped_frames, prepare
 from infotok_cli.eval.evaluate import METHODS, EvalReport, evaluate, plot_rd
 from infotok_cli.eval.perceptual import STLPIPS, ReferenceScorer, frames_distance, load_stlpips
 from infotok_cli.eval.tables import fmt, markdown_table
 from infotok_cli.format.layout import V2_INDEX_ENTRY_EXTRA, v1_record_size
 from infotok_cli.format.reader import ItokReader
-from infotok_cli.io.video import probe_video
+from infotok_cli.io.video import iter_frames, probe_video
 from infotok_cli.model import count_parameters
+from infotok_cli.model.router_head import extract_features, head_tensors
 from infotok_cli.model.store import (
     DEFAULT_MODEL,
     FLEX_ARCHITECTURE,
@@ -166,6 +171,7 @@ class Speed:
     size: tuple[int, int]
     device: str
     precision: str
+    placement: str
     frames: int
     compress_s: list[float] = field(default_factory=list)
     decompress_s: list[float] = field(default_factory=list)
@@ -177,7 +183,7 @@ def measure_speed(tok: Tokenizer, clip: Path, runs: int, tmp: Path) -> Speed:
     """Compress / decompress times of `clip` and the share of each stage (the tokenizer's tracing hook)."""
     info = probe_video(clip)
     timer = StageTimer(tok.device)
-    sp = Speed((info.width, info.height), tok.device.type, tok.precision.name, info.num_frames)
+    sp = Speed((info.width, info.height), tok.device.type, tok.precision.name, tok.placement, info.num_frames)
     itok, out = tmp / "speed.itok", tmp / "speed.mp4"
     compress_video(clip, itok, tok, overwrite=True)  # warm-up: allocator, kernels, page cache
     decompress_video(itok, out, tok, overwrite=True)
@@ -201,6 +207,85 @@ def measure_speed(tok: Tokenizer, clip: Path, runs: int, tmp: Path) -> Speed:
     sp.parts_c = {k: v / runs for k, v in tc.items()}
     sp.parts_d = {k: v / runs for k, v in td.items()}
     return sp
+
+
+# ----------------------------------------------------------------------------- placement
+
+
+def measure_placements(model: str | None, clip: Path, placements: list[str], runs: int, tmp: Path) -> dict[str, list]:
+    """Compress seconds of `clip` per placement, in the default precision: every tokenizer warmed up first,
+    then the runs interleaved (placement after placement), so that drift of the machine hits all alike."""
+    toks = {p: Tokenizer(load_model(model, "cpu"), "cpu", placement=p) for p in placements}
+    for p, tok in toks.items():
+        compress_video(clip, tmp / f"placement-{p}.itok", tok, overwrite=True)
+    seconds: dict[str, list] = {p: [] for p in placements}
+    for _ in range(runs):
+        for p, tok in toks.items():
+            seconds[p].append(compress_video(clip, tmp / f"placement-{p}.itok", tok, overwrite=True).seconds)
+    return seconds
+
+
+def head_overhead(model: str | None, clip: Path, runs: int) -> dict:
+    """Seconds of the encoder alone and of the encoder with the router head on one 33-frame window of `clip`
+    (interleaved, medians of max(runs, 5)), and the head's share of the weights file and of the FLOPs."""
+    tok = Tokenizer(load_model(model, "cpu"), "cpu", placement="predicted")
+    frames = np.stack(list(islice(iter_frames(clip), 33)))
+    n, h, w, _ = frames.shape
+    x = to_model_input(frames, padded_size(h, w), tok.device)
+
+    def encode() -> None:
+        tok.model.encode(x)
+
+    def encode_and_head() -> None:
+        tok.head.predict(extract_features(tok.model, x)[0])
+
+    alone, with_head = [], []
+    with torch.no_grad(), tok.autocast():
+        encode(), encode_and_head()  # warm-up
+        for _ in range(max(runs, 5)):
+            for fn, out in ((encode, alone), (encode_and_head, with_head)):
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
+    head_bytes = sum(t.numel() * t.element_size() for t in head_tensors(tok.head).values())
+    hp, wp = padded_size(h, w)
+    positions = (hp // SPATIAL_STRIDE) * (wp // SPATIAL_STRIDE)  # one latent frame's grid, 4 frames' worth
+    return {"encode_s": statistics.median(alone), "encode_head_s": statistics.median(with_head),
+            "head_bytes": head_bytes, "file_bytes": tok.loaded.path.stat().st_size,
+            "head_gflop_per_frame": tok.head.flops_per_position() * positions / TEMPORAL_STRIDE / 1e9,
+            "frames": n, "size": f"{w}x{h}", "precision": tok.precision.name}
+
+
+def placement_section(model: str | None, content: Path, tmp: Path, frames: int, runs: int) -> list[str]:
+    """Compress time per placement at 256x256 (the learned router head against the probes it replaces)."""
+    tok = Tokenizer(load_model(model, "cpu"), "cpu")
+    placements = ["probe-gain", "error"] + (["predicted"] if tok.head is not None else [])
+    clip = prepare(content, tmp / "placement-256.mp4", (256, 256), frames, lossless=False, loop=True)
+    log(f"placements {', '.join(placements)}")
+    seconds = measure_placements(model, clip, placements, runs, tmp)
+    base = statistics.median(seconds["probe-gain"])
+    md = ["## Placement", "",
+          f"`compress` of `{content.name}` at 256x256, {frames} frames, CPU, {tok.precision.name} (the "
+          f"precision `auto` picks here), defaults apart from `--placement` (the model's default is "
+          f"`{tok.placement}`). Medians of {runs} run(s) after a warm-up, the placements interleaved. Quality "
+          "per placement: docs/MODEL_CARD.md (`scripts/router_head_eval.py`).", "",
+          "| placement | decodes per window before coding | compress s | frames/s | speed vs probe-gain |",
+          "|---|---|---|---|---|"]
+    passes = {"probe-gain": "2 (probes)", "error": "1 (full rate)", "predicted": "0 (router head)"}
+    for p in placements:
+        c = statistics.median(seconds[p])
+        md.append(f"| {p} | {passes[p]} | {c:.2f} | {frames / c:.1f} | {base / c:.2f}x |")
+    md.append("")
+    if tok.head is not None:
+        o = head_overhead(model, clip, runs)
+        extra = o["encode_head_s"] / o["encode_s"] - 1
+        md += [f"The router head on one {o['frames']}-frame {o['size']} window ({o['precision']}, interleaved "
+               f"medians of {max(runs, 5)}): encoder alone {o['encode_s'] * 1e3:.0f} ms, encoder with the "
+               f"head's features and the head {o['encode_head_s'] * 1e3:.0f} ms ({100 * extra:+.1f}%); "
+               f"{o['head_gflop_per_frame']:.3f} GFLOP per frame; {o['head_bytes']:,} bytes, "
+               f"{100 * o['head_bytes'] / (o['file_bytes'] - o['head_bytes']):.1f}% of the weights file "
+               "without it.", ""]
+    return md
 
 
 # ----------------------------------------------------------------------------- memory
@@ -719,12 +804,12 @@ def quality_section(tok: Tokenizer, clips: list[Path], frames: int) -> list[str]
 
 
 def speed_table(speeds: list[Speed]) -> str:
-    lines = ["| size | device | precision | frames | compress frames/s | decompress frames/s | compress s | "
-             "decompress s |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| size | device | precision | placement | frames | compress frames/s | decompress frames/s | "
+             "compress s | decompress s |", "|---|---|---|---|---|---|---|---|---|"]
     for s in speeds:
         c, d = statistics.median(s.compress_s), statistics.median(s.decompress_s)
-        lines.append(f"| {s.size[0]}x{s.size[1]} | {s.device} | {s.precision} | {s.frames} | {s.frames / c:.1f} | "
-                     f"{s.frames / d:.1f} | {c:.2f} | {d:.2f} |")
+        lines.append(f"| {s.size[0]}x{s.size[1]} | {s.device} | {s.precision} | {s.placement} | {s.frames} | "
+                     f"{s.frames / c:.1f} | {s.frames / d:.1f} | {c:.2f} | {d:.2f} |")
     return "\n".join(lines)
 
 
@@ -843,8 +928,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="ST-LPIPS network of the rate-distortion tables (vgg needs the stlpips-pytorch wheel).")
     ap.add_argument("--lpips-native", action="store_true",
                     help="Also measure ST-LPIPS at native resolution (up to 720p; slow on a CPU).")
-    ap.add_argument("--skip", default="", help="Comma-separated sections to skip: speed, memory, batch, flex, rd, "
-                                               "entropy, quality.")
+    ap.add_argument("--skip", default="", help="Comma-separated sections to skip: speed, placement, memory, batch, "
+                                               "flex, rd, entropy, quality.")
     ap.add_argument("--flex-frames", type=int, default=81,
                     help="Frames of the 640x360 clip the flex section compresses for its peak memory (slow with "
                          "the full model on a CPU: minutes; 0 skips that run).")
@@ -903,7 +988,8 @@ def main(argv: list[str] | None = None) -> int:
             durations["speed"] = time.perf_counter() - t0
             md += ["## Speed", "",
                    f"Content: `{content.name}` scaled and centre-cropped, {plan.speed_frames} frames, "
-                   f"`compress` defaults (global strategy, beta 0.5, window 33, overlap 3). Medians of "
+                   f"`compress` defaults (global strategy, beta 0.5, window 33, overlap 3, the model's default "
+                   f"placement `{ttok.placement}`: the Placement section compares the others). Medians of "
                    f"{plan.runs} run(s) after a warm-up; decompress includes writing the output video "
                    f"(libx264). CPU: {mach['cpu']} ({mach['vector extensions']}); float32 always, bf16 where "
                    f"the device runs it natively; with no option `auto` runs {mach['precision `auto` picks']} "
@@ -913,15 +999,22 @@ def main(argv: list[str] | None = None) -> int:
                    "transformer + FSQ; full-rate decode = the router's pass that decodes every token once (0 "
                    "when the weights carry e_ref_probe: the window's error then comes from the probes); "
                    "probe decodes = the two decodes that measure each token's drop gain (each sends half the "
-                   "tokens); router = error map and top-k; container + I/O = reading and "
+                   "tokens); router = error map, the learned router head where it places, and top-k; "
+                   "encoder includes the head's pixel statistics; container + I/O = reading and "
                    "decoding the source video, windowing, writing the .itok (compress) or reading it, blending "
                    "overlaps and encoding the output video (decompress).", "", parts_table(speeds), ""]
             shares = [100 * (s.parts_c["full-rate decode"] + s.parts_c["probe decodes"]) / sum(s.parts_c.values())
                       for s in speeds]
             span = f"{min(shares):.0f}" if round(min(shares)) == round(max(shares)) else \
                 f"{min(shares):.0f}-{max(shares):.0f}"
-            md += [f"The router's extra decodes ({ttok.router_passes - 1} per window) take {span}% of compress "
-                   "time.", ""]
+            md += [f"The router's extra decodes ({ttok.router_passes - 1} per window with placement "
+                   f"`{ttok.placement}`) take {span}% of compress time.", ""]
+
+        # ------------------------------------------------------------------ placement
+        if "placement" not in skip:
+            t0 = time.perf_counter()
+            md += placement_section(args.model, content, tmp, plan.speed_frames, plan.runs)
+            durations["placement"] = time.perf_counter() - t0
 
         # ------------------------------------------------------------------ memory
         if "memory" not in skip:

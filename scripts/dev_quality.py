@@ -33,7 +33,7 @@ from infotok_cli.coding.compress import compress_video
 from infotok_cli.coding.decompress import decompress_video
 from infotok_cli.coding.geometry import padded_length
 from infotok_cli.coding.tokenizer import Tokenizer
-from infotok_cli.constants import DEFAULT_PLACEMENT, PLACEMENTS
+from infotok_cli.constants import PLACEMENTS
 from infotok_cli.eval.clips import prepare
 from infotok_cli.eval.codebook import token_entropy
 from infotok_cli.eval.evaluate import evaluate
@@ -139,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="Also write the result as JSON here.")
     ap.add_argument("--speed", action="store_true", help="Also measure compress/decompress frames/s.")
     ap.add_argument("--record", action="store_true", help="Store the result in weights/measured.json.")
-    ap.add_argument("--placement", default=DEFAULT_PLACEMENT, choices=PLACEMENTS,
-                    help="Router placement (compress --placement); --record needs the default.")
+    ap.add_argument("--placement", default=None, choices=PLACEMENTS,
+                    help="Router placement (compress --placement) [default: the model's]; --record needs the "
+                         "default.")
     args = ap.parse_args(argv)
-    if args.record and args.placement != ap.get_default("placement"):
+    if args.record and args.placement is not None:
         ap.error("--record stores the default placement's measurement")
     torch.manual_seed(0)
     tok = Tokenizer(load_model(args.model, "cpu"), "cpu", args.placement)
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     result = measure(tok, clips, args.frames, args.size, log=lambda m: print(f"[devq] {m}", file=sys.stderr))
     result["model"] = {"name": tok.loaded.name, "sha256": tok.loaded.sha256}
+    result["placement"] = tok.placement
     if args.speed:
         result["speed"] = measure_speed(tok, clips[0])
     if args.record:

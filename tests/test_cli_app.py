@@ -157,6 +157,7 @@ def test_inspect_json_matches_container(compressed: tuple[Path, dict]) -> None:
     header, windows, size = read_header_and_index(path)
     s = report["summary"]
     assert (s["frames"], s["width"], s["height"], s["file_bytes"]) == (21, 48, 32, size)
+    assert s["placement"] == header.extra["placement"] == "probe-gain"  # the tiny weights carry no router head
     assert s["tokens_kept"] == sum(w.kept for w in windows)
     assert [w["tokens_kept"] for w in report["windows"]] == [w.kept for w in windows]
     assert [f["frame"] for f in report["frames"]] == list(range(21))

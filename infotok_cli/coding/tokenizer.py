@@ -83,12 +83,12 @@ class Tokenizer:
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
         self.precision = resolve_precision(precision, self.device)
         self.model: InfoTok = self.loaded.model.to(self.device).for_inference_(self.precision.dtype)
-        self.placement = placement or self.default_placement
         self.head = self.loaded.router_head
+        self.placement = placement or self.default_placement
         if self.placement == "predicted":
             if self.head is None:
                 raise OptionError(f"model {self.loaded.name} has no learned router head; use --placement "
-                                  f"{self.default_placement}")
+                                  f"{self.default_placement} (its default)")
             self.head = self.head.to(self.device)
         self.tracer: Tracer | None = None
 
@@ -115,9 +115,12 @@ class Tokenizer:
 
     @property
     def default_placement(self) -> str:
-        """`error` for InfoTok-Flex (a decode costs it 240 GFLOP per frame: the paper's one-decode router),
-        else probe-gain."""
-        return "error" if self.is_flex else DEFAULT_PLACEMENT
+        """`error` for InfoTok-Flex (a decode costs it 240 GFLOP per frame: the paper's one-decode router);
+        `predicted` for weights that carry a learned router head (within 0.15 dB of probe-gain on the dev
+        set, no decode: docs/MODEL_CARD.md); else probe-gain."""
+        if self.is_flex:
+            return "error"
+        return "predicted" if self.head is not None else DEFAULT_PLACEMENT
 
     @property
     def default_strategy(self) -> str:

@@ -145,17 +145,26 @@ def group_mean(m: torch.Tensor, first_alone: bool = True) -> torch.Tensor:
 def pixel_stats(x: torch.Tensor) -> torch.Tensor:
     """Frames [B,3,T,H,W] in [-1, 1] -> [B,4,t,h,w] float32 per latent position: log standard deviation,
     log mean absolute spatial gradient, log mean absolute change from the previous frame (0 for frame 0)
-    and mean intensity, of the grey image. Written to make few passes over the frames (it runs on every
-    compress, beside the encoder)."""
-    grey = x.float().mean(1)
+    and mean intensity, of the grey image. It runs on every compress beside the encoder, so it makes few
+    passes over the frames and reuses one scratch buffer for the per-pixel maps."""
+    x = x.float()
+    grey = (x[:, 0] + x[:, 1] + x[:, 2]) / 3  # not mean(1): the frames are channels-last in memory
+    scratch = torch.empty_like(grey)
     mean = group_mean(grey)
-    std = (group_mean(grey * grey) - mean * mean).clamp_min(0).sqrt()
-    gradient = F.pad((grey[..., :, 1:] - grey[..., :, :-1]).abs_(), (0, 1))  # |dx|, 0 in the last column
-    gradient[..., :-1, :] += (grey[..., 1:, :] - grey[..., :-1, :]).abs_()  # + |dy|, nothing in the last row
+    std = (group_mean(torch.mul(grey, grey, out=scratch)) - mean * mean).clamp_min(0).sqrt()
+    # |dx| + |dy|, each 0 where it has no neighbour (last column, last row), pooled one at a time
+    torch.sub(grey[..., :, 1:], grey[..., :, :-1], out=scratch[..., :, :-1]).abs_()
+    scratch[..., :, -1] = 0
+    gradient = group_mean(scratch)
+    torch.sub(grey[..., 1:, :], grey[..., :-1, :], out=scratch[..., :-1, :]).abs_()
+    scratch[..., -1, :] = 0
+    gradient += group_mean(scratch)
     change = torch.zeros_like(mean[:, :1])  # frame 0 has no previous frame
     if grey.shape[1] > 1:  # frames 1.. in groups of 4
-        change = torch.cat([change, group_mean((grey[:, 1:] - grey[:, :-1]).abs_(), first_alone=False)], 1)
-    return torch.stack([(std + EPS).log(), (group_mean(gradient) + EPS).log(), (change + EPS).log(), mean], 1)
+        torch.sub(grey[:, 1:], grey[:, :-1], out=scratch[:, 1:]).abs_()
+        change = torch.cat([change, group_mean(scratch[:, 1:], first_alone=False)], 1)
+    stats = [(std + EPS).log(), (gradient + EPS).log(), (change + EPS).log(), mean]
+    return torch.stack(stats, -1).permute(0, 4, 1, 2, 3)  # channels last in memory, as the other features
 
 
 def extract_features(model: InfoTok, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -167,9 +176,12 @@ def extract_features(model: InfoTok, x: torch.Tensor) -> tuple[dict[str, torch.T
     z = model.encoder(x).permute(0, 2, 3, 4, 1)  # [B,t,h,w,D]
     if model.adaptive:
         z = z + model.compressor_out(model.compressor(model.compressor_in(z)))
-    log_rms = z.float().pow(2).mean(-1, keepdim=True).add(1e-6).log().mul(0.5)
+    # log RMS, from the norm: one pass, no float32 copy of z
+    log_rms = torch.linalg.vector_norm(z, dim=-1, keepdim=True, dtype=torch.float32).square_().div_(z.shape[-1])
+    log_rms = log_rms.add_(1e-6).log_().mul_(0.5)
     z = model.code_norm(z)
     codes, indices = model.quantizer(model.to_code(z))
+    # [B,C,t,h,w] views of channels-last memory: the head's convolutions run fastest on that layout
     features = {
         "z": z.float().permute(0, 4, 1, 2, 3),
         "zrms": log_rms.permute(0, 4, 1, 2, 3),

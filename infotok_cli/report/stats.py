@@ -129,6 +129,8 @@ def summarize(header: Header, windows: list[WindowMeta], file_size: int, name: s
         # the precision the encoder ran in (files written before it was recorded: None)
         "precision": header.extra.get("precision"),
         "strategy": header.strategy,
+        # the placement that chose the kept tokens (files written before it was recorded: None)
+        "placement": header.extra.get("placement"),
         "beta": header.beta,
         "window": header.window,
         "overlap": header.overlap,

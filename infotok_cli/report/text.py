@@ -123,6 +123,7 @@ def inspect_report(console: Console, insp, show_frames: bool) -> None:
         ("model", f"{s['model']} (weights {s['weights_sha256'][:12]})"),
         ("coding", (f"target PSNR {s['target_psnr']:g} dB" if s.get("target_psnr") is not None else
                     f"strategy {s['strategy']}, beta {s['beta']:g}")
+                   + (f", placement {s['placement']}" if s.get("placement") else "")
                    + f", window {s['window']}, overlap {s['overlap']}, {s['windows']} windows"),
         ("tokens kept", f"{s['tokens_kept']:,} / {s['tokens_max']:,}"),
         ("keep rate", f"mean {s['keep_rate']:.4f}, min {s['window_keep_rate_min']:.4f}, "
