@@ -35,10 +35,10 @@ from infotok_cli.model.router_head import FEATURES, HeadConfig, RouterHead, load
 from infotok_cli.model.store import add_router_head
 
 
-def load_window(path: str) -> dict:
+def load_window(path: str, features: tuple[str, ...] = FEATURES) -> dict:
     d = np.load(path)
     meta = json.loads(str(d["meta"]))
-    x = np.concatenate([d[n] for n in FEATURES], 0)  # float16 [C,t,h,w]
+    x = np.concatenate([d[n] for n in features], 0)  # float16 [C,t,h,w]
     gain = d["dropped"] - d["sent"] * meta["probe_scale"]
     g = (gain - gain.mean()) / (gain.std() + 1e-8)
     return {"x": torch.from_numpy(x), "g": torch.from_numpy(g.astype(np.float32)),
@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--width", type=int, default=48)
     ap.add_argument("--dilations", default="1,2,4")
+    ap.add_argument("--features", default=",".join(FEATURES),
+                    help=f"The head's inputs, in this order (of {', '.join(FEATURES)}).")
     ap.add_argument("--val-fraction", type=float, default=0.08)
     ap.add_argument("--pairs", type=int, default=8192)
     ap.add_argument("--err-weight", type=float, default=0.3)
@@ -106,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.weights:
             ap.error("--attach needs --weights")
         return attach(args.attach, args.weights)
+    features = tuple(args.features.split(","))
+    if not features or set(features) - set(FEATURES):
+        ap.error(f"--features: choose from {', '.join(FEATURES)}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out or f"head-{args.recipe}.safetensors")
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             if p.endswith(".tmp.npz") or p in windows:
                 continue
             try:
-                windows[p] = load_window(p)
+                windows[p] = load_window(p, features)
             except Exception as exc:  # a file being written
                 print(f"skip {p}: {exc}", file=sys.stderr)
 
@@ -127,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     val = [w for w in windows.values() if is_val(w["clip"], args.val_fraction)]
     print(f"{len(train)} train windows, {len(val)} val windows "
           f"(val clips {sorted({w['clip'] for w in val})})", file=sys.stderr)
-    cfg = HeadConfig(width=args.width, dilations=tuple(int(d) for d in args.dilations.split(",")),
+    if not windows:
+        print(f"no windows in {args.data}", file=sys.stderr)
+        return 1
+    cfg = HeadConfig(in_channels=int(next(iter(windows.values()))["x"].shape[0]), width=args.width,
+                     dilations=tuple(int(d) for d in args.dilations.split(",")), features=features,
                      recipe=args.recipe)
     head = RouterHead(cfg)
     for block in head.blocks:  # each residual block starts close to the identity

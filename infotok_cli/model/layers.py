@@ -184,8 +184,13 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalise(x)[0]
+
+    def normalise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x normalised, the float32 mean square it was divided by): the router head reads the latter."""
         xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+        mean_square = xf.pow(2).mean(-1, keepdim=True)
+        return (xf * torch.rsqrt(mean_square + self.eps)).to(x.dtype) * self.weight, mean_square
 
 
 class WindowAttention(nn.Module):

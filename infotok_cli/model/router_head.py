@@ -176,10 +176,8 @@ def extract_features(model: InfoTok, x: torch.Tensor) -> tuple[dict[str, torch.T
     z = model.encoder(x).permute(0, 2, 3, 4, 1)  # [B,t,h,w,D]
     if model.adaptive:
         z = z + model.compressor_out(model.compressor(model.compressor_in(z)))
-    # log RMS, from the norm: one pass, no float32 copy of z
-    log_rms = torch.linalg.vector_norm(z, dim=-1, keepdim=True, dtype=torch.float32).square_().div_(z.shape[-1])
-    log_rms = log_rms.add_(1e-6).log_().mul_(0.5)
-    z = model.code_norm(z)
+    z, mean_square = model.code_norm.normalise(z)  # the log RMS from code_norm's own pass over z
+    log_rms = mean_square.add_(1e-6).log_().mul_(0.5)
     codes, indices = model.quantizer(model.to_code(z))
     # [B,C,t,h,w] views of channels-last memory: the head's convolutions run fastest on that layout
     features = {
