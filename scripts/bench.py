@@ -765,6 +765,16 @@ def quality_rows(tok: Tokenizer, clips: list[Path], frames: int, tmp: Path) -> l
     return rows
 
 
+# What the sender runs per window before coding, by placement (the Rate-distortion section's passes).
+SENDER_PASSES = {
+    "predicted": "the encoder alone, the router head placing the tokens",
+    "probe-gain": "the encoder and the two probe decodes, and the full-rate decode unless the weights carry "
+                  "e_ref_probe",
+    "drop-gain": "the encoder, the full-rate decode and the two probe decodes",
+    "error": "the encoder and the full-rate decode",
+}
+
+
 def quality_section(tok: Tokenizer, clips: list[Path], frames: int) -> list[str]:
     """The markdown of the --target-psnr section (dev set at 256x256)."""
     with tempfile.TemporaryDirectory(prefix="infotok-bench-q-") as tmpdir:
@@ -776,8 +786,9 @@ def quality_section(tok: Tokenizer, clips: list[Path], frames: int) -> list[str]
           "(they cannot land closer); `short` = windows that cannot reach the target even keeping everything. "
           "`--beta` tokens at equal PSNR = the global strategy's token count at the whole-video PSNR the target "
           f"run reached, interpolated on its curve at beta {', '.join(f'{b:g}' for b in QUALITY_BETAS)} (each "
-          "measured by decoding). Passes per window: `--target-psnr` = encode + full-rate decode + the two "
-          "probe decodes + the search's decodes; ElasticTok-style search (`infotok eval`'s `search`, "
+          "measured by decoding). Passes per window: `--target-psnr` = encode + full-rate decode + "
+          + ("" if tok.placement == "predicted" else "the two probe decodes + ")
+          + f"the search's decodes (placement `{tok.placement}`); ElasticTok-style search (`infotok eval`'s `search`, "
           "raster-prefix placement, binary search for the same per-window PSNR) = encode + its decodes.", ""]
     if not rows:
         return md + ["No dev-set clips found: nothing measured.", ""]
@@ -1083,7 +1094,8 @@ def main(argv: list[str] | None = None) -> int:
             perceptual = None if args.lpips == "none" else load_stlpips(args.lpips, device)
             md += ["## Rate-distortion", "",
                    "Every method of `infotok eval` (see `infotok eval --help`): `elbo` = the router (top-k by "
-                   "drop gain, the same rate in every window), `elbo-error` = the same with the paper's "
+                   f"the model's default placement, `{tok.placement}`, the same rate in every window), "
+                   "`elbo-error` = the same with the paper's "
                    "placement (top-k by full-rate error), `elbo-global` = the global strategy "
                    "(realised rate reported), `random` / `raster` = the same token count per window placed "
                    "uniformly at random / as raster prefixes, `search` = ElasticTok-style binary search for the "
@@ -1093,9 +1105,8 @@ def main(argv: list[str] | None = None) -> int:
                    "mean per-frame SSIM, both averaged over videos; ST-LPIPS = mean per-frame shift-tolerant "
                    "LPIPS (infotok_cli/eval/perceptual.py, frames in [-1, 1] at the table's resolution; lower is "
                    "better), averaged over videos; bits/pixel from the real file sizes; "
-                   "passes = sender-side network passes per window (every router-based method runs the "
-                   "encoder and the two probe decodes, and the full-rate decode unless the weights carry "
-                   "e_ref_probe).", ""]
+                   "passes = sender-side network passes per window (`elbo-error`: the encoder and the full-rate "
+                   f"decode; the other token methods: {SENDER_PASSES[tok.placement]}).", ""]
             if notes:
                 md += ["Notes: " + "; ".join(notes) + ".", ""]
             if perceptual is not None:

@@ -109,6 +109,12 @@ def glance_rows(bench: str) -> list[tuple[str, str]]:
                      "; ".join(f"{r['compress frames/s']} / {r['decompress frames/s']} frames/s"
                                + (f" ({r['precision']})" if "precision" in r else "") for r in runs) or "-"))
 
+    placement = first_table(secs, "Placement")
+    probe, predicted = row(placement, placement="probe-gain"), row(placement, placement="predicted")
+    rows.append(("compress with the learned router head (`predicted`) against `probe-gain`, 256x256",
+                 f"{predicted['speed vs probe-gain']} as fast: {predicted['frames/s']} against {probe['frames/s']} "
+                 "frames/s" if probe and predicted else "-"))
+
     big = row(memory, input="1280x720, 300 frames")
     rows.append(("peak memory, 300 frames of 1280x720",
                  f"{num(big['compress peak RSS'].split()[0]):,.0f} MiB compress, "
