@@ -66,7 +66,8 @@ PlacementOpt = Annotated[Placement | None, typer.Option(
     help="Which positions keep their tokens: probe-gain (what each token saves, from two probe decodes "
          "per window), drop-gain (the same against the full-rate decode: one more pass), error "
          "(full-rate error alone, the paper's router) or predicted (the model's learned router head: no "
-         "decode, fastest; see the model card for its quality). Default: probe-gain, error for InfoTok-Flex.",
+         "decode, fastest; see the model card for its quality). Default: the model's own: predicted where its "
+         "weights carry a router head (infotok-m), error for InfoTok-Flex, else probe-gain.",
     show_default=False)]
 NoAudioOpt = Annotated[bool, typer.Option("--no-audio", help="Do not keep the input's audio.")]
 LosslessOpt = Annotated[bool, typer.Option(help="Encode the output losslessly (RGB H.264, large).")]

@@ -5,8 +5,8 @@ back in a stream and compared with the source frame by frame (PSNR over the whol
 SSIM, both from coding/metrics.py, and mean per-frame ST-LPIPS from perceptual.py, AlexNet by default; the
 source's ST-LPIPS features are computed once per video and reused by every method). Methods:
 
-* ``elbo``         the router: top-k positions by the tokenizer's placement (probe gain by default), the
-                   same rate in every window;
+* ``elbo``         the router: top-k positions by the tokenizer's placement (the model's default unless
+                   one is given), the same rate in every window;
 * ``elbo-error``   the same with the paper's placement, top-k by full-rate error (coding/router.py);
 * ``elbo-global``  the router with the ``global`` strategy (rate per window follows its error; the
                    realised keep rate differs from the target and is reported);
