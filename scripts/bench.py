@@ -212,23 +212,21 @@ def measure_speed(tok: Tokenizer, clip: Path, runs: int, tmp: Path) -> Speed:
 # ----------------------------------------------------------------------------- placement
 
 
-def measure_placements(model: str | None, clip: Path, placements: list[str], runs: int, tmp: Path) -> dict[str, list]:
-    """Compress seconds of `clip` per placement, in the default precision: every tokenizer warmed up first,
-    then the runs interleaved (placement after placement), so that drift of the machine hits all alike."""
-    toks = {p: Tokenizer(load_model(model, "cpu"), "cpu", placement=p) for p in placements}
+def measure_placements(toks: dict[str, Tokenizer], clip: Path, runs: int, tmp: Path) -> dict[str, list]:
+    """Compress seconds of `clip` per placement: every tokenizer warmed up first, then the runs interleaved
+    (placement after placement), so that drift of the machine hits all alike."""
     for p, tok in toks.items():
         compress_video(clip, tmp / f"placement-{p}.itok", tok, overwrite=True)
-    seconds: dict[str, list] = {p: [] for p in placements}
+    seconds: dict[str, list] = {p: [] for p in toks}
     for _ in range(runs):
         for p, tok in toks.items():
             seconds[p].append(compress_video(clip, tmp / f"placement-{p}.itok", tok, overwrite=True).seconds)
     return seconds
 
 
-def head_overhead(model: str | None, clip: Path, runs: int) -> dict:
-    """Seconds of the encoder alone and of the encoder with the router head on one 33-frame window of `clip`
-    (interleaved, medians of max(runs, 5)), and the head's share of the weights file and of the FLOPs."""
-    tok = Tokenizer(load_model(model, "cpu"), "cpu", placement="predicted")
+def head_overhead(tok: Tokenizer, clip: Path, runs: int) -> dict:
+    """Seconds of the encoder alone and of the encoder with the router head (`tok`'s) on one 33-frame window
+    of `clip` (interleaved, medians of max(runs, 5)), and the head's share of the weights file and FLOPs."""
     frames = np.stack(list(islice(iter_frames(clip), 33)))
     n, h, w, _ = frames.shape
     x = to_model_input(frames, padded_size(h, w), tok.device)
@@ -258,26 +256,27 @@ def head_overhead(model: str | None, clip: Path, runs: int) -> dict:
 
 def placement_section(model: str | None, content: Path, tmp: Path, frames: int, runs: int) -> list[str]:
     """Compress time per placement at 256x256 (the learned router head against the probes it replaces)."""
-    tok = Tokenizer(load_model(model, "cpu"), "cpu")
-    placements = ["probe-gain", "error"] + (["predicted"] if tok.head is not None else [])
+    loaded = load_model(model, "cpu")  # one model, shared by the tokenizers (same device and precision)
+    default = Tokenizer(loaded, "cpu")
+    placements = ["probe-gain", "error"] + (["predicted"] if default.head is not None else [])
+    toks = {p: Tokenizer(loaded, "cpu", placement=p) for p in placements}
     clip = prepare(content, tmp / "placement-256.mp4", (256, 256), frames, lossless=False, loop=True)
     log(f"placements {', '.join(placements)}")
-    seconds = measure_placements(model, clip, placements, runs, tmp)
+    seconds = measure_placements(toks, clip, runs, tmp)
     base = statistics.median(seconds["probe-gain"])
     md = ["## Placement", "",
-          f"`compress` of `{content.name}` at 256x256, {frames} frames, CPU, {tok.precision.name} (the "
+          f"`compress` of `{content.name}` at 256x256, {frames} frames, CPU, {default.precision.name} (the "
           f"precision `auto` picks here), defaults apart from `--placement` (the model's default is "
-          f"`{tok.placement}`). Medians of {runs} run(s) after a warm-up, the placements interleaved. Quality "
-          "per placement: docs/MODEL_CARD.md (`scripts/router_head_eval.py`).", "",
+          f"`{default.placement}`). Medians of {runs} run(s) after a warm-up, the placements interleaved. "
+          "Quality per placement: docs/MODEL_CARD.md (`scripts/router_head_eval.py`).", "",
           "| placement | decodes per window before coding | compress s | frames/s | speed vs probe-gain |",
           "|---|---|---|---|---|"]
-    passes = {"probe-gain": "2 (probes)", "error": "1 (full rate)", "predicted": "0 (router head)"}
-    for p in placements:
+    for p, tok in toks.items():
         c = statistics.median(seconds[p])
-        md.append(f"| {p} | {passes[p]} | {c:.2f} | {frames / c:.1f} | {base / c:.2f}x |")
+        md.append(f"| {p} | {tok.router_passes - 1} | {c:.2f} | {frames / c:.1f} | {base / c:.2f}x |")
     md.append("")
-    if tok.head is not None:
-        o = head_overhead(model, clip, runs)
+    if "predicted" in toks:
+        o = head_overhead(toks["predicted"], clip, runs)
         extra = o["encode_head_s"] / o["encode_s"] - 1
         md += [f"The router head on one {o['frames']}-frame {o['size']} window ({o['precision']}, interleaved "
                f"medians of {max(runs, 5)}): encoder alone {o['encode_s'] * 1e3:.0f} ms, encoder with the "
