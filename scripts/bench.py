@@ -735,6 +735,9 @@ def quality_rows(tok: Tokenizer, clips: list[Path], frames: int, tmp: Path) -> l
     from infotok_cli.eval.baselines import compress_search
     from infotok_cli.eval.evaluate import measure_itok
 
+    # the full-rate decode --target-psnr makes before its search where the placement skips it (not with the
+    # head's rate curve: the search then decodes the full rate only if it needs it, and counts it)
+    up_front = int(tok.skips_full_decode and not tok.predicts_quality)
     rows = []
     for clip in clips:
         src = prepare(clip, tmp / f"q-{clip.stem}.mp4", (256, 256), frames)
@@ -755,7 +758,7 @@ def quality_rows(tok: Tokenizer, clips: list[Path], frames: int, tmp: Path) -> l
                 "short": r.windows_short, "at_floor": [k < 1 / 16 + 2e-3 for k in r.window_rates],
                 "tokens": r.tokens_kept, "capacity": r.tokens_max, "psnr": psnr,
                 "beta_tokens": tokens_at_psnr(curve, psnr),
-                "passes": tok.router_passes + float(np.mean(r.search_probes)),
+                "passes": tok.router_passes + up_front + float(np.mean(r.search_probes)),
                 "search_passes": 1 + float(np.mean(s.probes)), "search_tokens": sum(s.tokens),
                 "seconds": r.seconds, "search_seconds": s.seconds,
             })  # fmt: skip
@@ -785,9 +788,12 @@ def quality_section(tok: Tokenizer, clips: list[Path], frames: int) -> list[str]
           "(they cannot land closer); `short` = windows that cannot reach the target even keeping everything. "
           "`--beta` tokens at equal PSNR = the global strategy's token count at the whole-video PSNR the target "
           f"run reached, interpolated on its curve at beta {', '.join(f'{b:g}' for b in QUALITY_BETAS)} (each "
-          "measured by decoding). Passes per window: `--target-psnr` = encode + full-rate decode + "
-          + ("" if tok.placement == "predicted" else "the two probe decodes + ")
-          + f"the search's decodes (placement `{tok.placement}`); ElasticTok-style search (`infotok eval`'s `search`, "
+          "measured by decoding). Passes per window: `--target-psnr` = encode + "
+          + ("the search's decodes, started from the router head's rate curve (a full-rate decode only "
+             "where the search needs one)" if tok.predicts_quality else
+             "full-rate decode + " + ("" if tok.placement == "predicted" else "the two probe decodes + ")
+             + "the search's decodes")
+          + f" (placement `{tok.placement}`); ElasticTok-style search (`infotok eval`'s `search`, "
           "raster-prefix placement, binary search for the same per-window PSNR) = encode + its decodes.", ""]
     if not rows:
         return md + ["No dev-set clips found: nothing measured.", ""]

@@ -3,6 +3,8 @@ decoding the written file), the cap, the window-quality chunk as untrusted input
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -26,6 +28,7 @@ from infotok_cli.format.layout import CHUNK_QUALITY
 from infotok_cli.format.reader import ItokReader
 from infotok_cli.io.files import itok_writer
 from infotok_cli.io.video import iter_frames, probe_video
+from infotok_cli.model.router_head import HeadConfig, RouterHead
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 ENV.pop("INFOTOK_DEBUG", None)
@@ -66,6 +69,52 @@ def test_search_probes_fewer_than_binary_search() -> None:
     probes = [tokens_for_quality(4096, CURVES[c], t, CURVES[c](4096), k_start=k0).probes
               for c in CURVES for t in (22.0, 25.0, 27.0) for k0 in (None, 800, 2000)]
     assert np.mean(probes) <= 5 < math.ceil(math.log2(4096 - 256))  # ElasticTok's search: 12 probes here
+
+
+@pytest.mark.parametrize("name", sorted(CURVES))
+@pytest.mark.parametrize("target", [21.0, 24.0, 26.0, 28.5])
+@pytest.mark.parametrize("bias", [0.0, -1.5, 1.0])
+def test_search_from_an_estimate_needs_no_full_rate_decode(name: str, target: float, bias: float) -> None:
+    """A rate-curve estimate (off by `bias` dB) starts the search; the full rate is decoded only when the
+    estimate points there."""
+    curve = CURVES[name]
+    calls: list[int] = []
+
+    def psnr_at(k: int) -> float:
+        calls.append(k)
+        return curve(k)
+
+    r = tokens_for_quality(4096, psnr_at, target, estimate=lambda k: curve(k) + bias)
+    best = smallest_reaching(curve, target)
+    assert r.reached and r.psnr == curve(r.k) >= target
+    assert r.k >= best and (r.k == 256 or r.psnr - target <= 0.5)
+    assert r.k <= best * 1.1 + 16
+    assert r.probes == len(calls) == len(set(calls)) <= 8
+    if bias == 0:
+        assert r.probes == 1  # an exact estimate: one decode confirms it
+    if bias >= 0:
+        assert 4096 not in calls
+
+
+def test_an_estimate_saves_decodes() -> None:
+    """Off by up to 1 dB either way, the estimate still beats the full-rate decode plus the secant search."""
+    guided, unguided = [], []
+    for c in CURVES.values():
+        for t in (22.0, 25.0, 27.0):
+            unguided.append(1 + tokens_for_quality(4096, c, t, c(4096)).probes)  # the full-rate decode first
+            guided += [tokens_for_quality(4096, c, t, estimate=lambda k, c=c, b=b: c(k) + b).probes
+                       for b in (-1.0, 0.5, 1.0)]
+    assert np.mean(guided) + 1 <= np.mean(unguided)
+
+
+def test_unreachable_target_with_an_estimate_decodes_the_cap_once() -> None:
+    curve = CURVES["sqrt"]
+    r = tokens_for_quality(4096, curve, 40.0, estimate=curve)
+    assert (r.k, r.psnr, r.probes, r.reached) == (4096, curve(4096), 1, False)
+    r = tokens_for_quality(4096, curve, 25.0, estimate=lambda k: curve(k) + 10, k_cap=1024)
+    assert r.k == 1024 and not r.reached and r.psnr == curve(1024)
+    r = tokens_for_quality(4096, curve, 20.0, estimate=lambda k: float("nan"))  # a broken estimate
+    assert r.reached and r.psnr >= 20.0
 
 
 def test_unreachable_target_keeps_everything_without_a_decode() -> None:
@@ -150,6 +199,30 @@ def test_stored_psnr_is_what_a_decoder_gets(tmp_path: Path, sensitive: Tokenizer
     measured = measured_window_psnr(itok, ramp_video, tokenizer)
     assert np.allclose(q.psnr, measured, atol=1e-3)  # f32 storage
     assert np.allclose(res.window_psnr, measured, atol=1e-9)
+
+
+def test_rate_curve_starts_the_search_without_a_full_rate_decode(tmp_path: Path, sensitive: Tokenizer,
+                                                                 ramp_video: Path) -> None:
+    """Placement `predicted` with a head that carries a rate curve: each window's search starts where the
+    curve expects the target, every decode is one of the search's, and the stored PSNR stays honest."""
+    probe = compress_video(ramp_video, tmp_path / "probe.itok", sensitive, window=9, overlap=1, target_psnr=99)
+    target = float(np.floor(min(probe.window_psnr) * 4) / 4 - 0.5)
+    torch.manual_seed(0)
+    head = RouterHead(HeadConfig(in_channels=sensitive.loaded.config.latent_dim + 11, width=8, dilations=(1,),
+                                 curve_rates=(0.25, 0.5)))
+    for p in head.parameters():
+        p.data.normal_(0, 0.05)
+    with torch.no_grad():  # a rough curve: the mean full-rate PSNR, 3 dB and 1 dB below it at keep 1/4, 1/2
+        head.curve_bias.copy_(torch.tensor([float(np.mean(probe.window_psnr)), math.log(3.0), 0.0]))
+    tok = Tokenizer(dataclasses.replace(sensitive.loaded, router_head=head.eval()), "cpu", placement="predicted")
+    assert tok.predicts_quality
+    stages: list[str] = []
+    tok.tracer = lambda stage: stages.append(stage) or contextlib.nullcontext()
+    itok = tmp_path / "guided.itok"
+    res = compress_video(ramp_video, itok, tok, window=9, overlap=1, target_psnr=target)
+    assert "full-rate decode" not in stages and stages.count("decoder") == sum(res.search_probes)
+    assert res.windows_short == 0 and all(p >= target for p in res.window_psnr)
+    assert np.allclose(res.window_psnr, measured_window_psnr(itok, ramp_video, tok), atol=1e-9)
 
 
 def test_max_bpp16_caps_every_window(tmp_path: Path, tokenizer: Tokenizer, ramp_video: Path) -> None:

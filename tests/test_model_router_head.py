@@ -13,7 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from infotok_cli.errors import WeightsError
 from infotok_cli.model.router_head import (
+    SUMMARY_FEATURES,
     HeadConfig,
+    RateCurve,
     RouterHead,
     dither_amount,
     dithered_score,
@@ -160,3 +162,36 @@ def test_head_file_round_trip(tmp_path: Path) -> None:
     save_weights(weights, tiny_model(seed=0), e_ref=0.1)
     with pytest.raises(ValueError, match="not a router head"):
         load_head_file(weights)
+
+
+# ----------------------------------------------------------------------------- rate curve
+
+
+def test_rate_curve_interpolates_and_never_falls_as_tokens_are_added() -> None:
+    curve = RateCurve((0.25, 0.5, 0.75), 30.0, (6.0, 2.0, 2.5))  # a fitted drop that rises again: clipped
+    assert curve.drops == (6.0, 2.5, 2.5)
+    assert curve.psnr(1.0) == 30.0 and curve.psnr(0.25) == curve.psnr(0.0625) == 24.0
+    assert curve.psnr(0.375) == pytest.approx(30 - (6.0 + 2.5) / 2)
+    assert curve.psnr(0.875) == pytest.approx(30 - 2.5 / 2)
+    rates = [i / 64 for i in range(4, 65)]
+    assert all(curve.psnr(a) <= curve.psnr(b) for a, b in zip(rates, rates[1:]))
+
+
+def test_head_with_a_rate_curve_rides_in_the_weights(plain_weights: Path, tmp_path: Path) -> None:
+    head = random_head(curve_rates=(0.25, 0.5))
+    n = len(SUMMARY_FEATURES)
+    head.curve_weight.copy_(torch.tensor([[1.0] + [0.0] * (n - 1), [0.0] * n, [0.0] * n]))
+    head.curve_bias.copy_(torch.tensor([30.0, 1.0, 0.0]))  # full 30 dB + summary[0]; drops e and 1 dB
+    out = tmp_path / "curve.safetensors"
+    add_router_head(plain_weights, head, out)
+    loaded = load_model(out).router_head
+    assert loaded.cfg.curve_rates == (0.25, 0.5)
+    summary = torch.zeros(n)
+    summary[0] = 2.0
+    curve = loaded.rate_curve(summary)
+    assert curve.full_psnr == pytest.approx(32.0) and curve.drops == pytest.approx((torch.e, 1.0))
+    assert random_head().rate_curve(summary) is None  # a head without a curve (older weights)
+    with pytest.raises(ValueError, match="unsupported router head config"):
+        HeadConfig.from_json(json.dumps({"curve_rates": [0.5, 0.25]}))
+    with pytest.raises(ValueError, match="unsupported router head config"):
+        HeadConfig.from_json(json.dumps({"curve_rates": [0.5, 1.0]}))

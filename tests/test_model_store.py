@@ -8,6 +8,7 @@ docs/MODEL_CARD.md) minus 0.5 dB, and its codebook use (sum of FSQ digit entropi
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from infotok_cli.coding.tokenizer import Tokenizer
 from infotok_cli.eval.codebook import token_entropy
 from infotok_cli.format.reader import ItokReader
 from infotok_cli.io.video import iter_frames
+from infotok_cli.model.router_head import RouterHead
 from infotok_cli.model.store import DEFAULT_MODEL, load_model, resolve_model_path
 
 # Measured with the shipped weights (first 33 frames, window 33, strategy `window`, each model's default placement:
@@ -116,3 +118,24 @@ def test_gain_placement_beats_error_placement(clip: Path, tmp_path: Path, rate: 
         assert result.tokens_kept == round(rate * result.tokens_max)
         psnr[tok.placement] = clip_psnr(clip, itok, tok)
     assert psnr[by_gain.placement] > psnr["error"], psnr
+
+
+def test_rate_curve_saves_decodes_on_a_real_clip(clip: Path, tmp_path: Path) -> None:
+    """The default model's rate curve starts `--target-psnr`'s search near the answer: fewer decodes than
+    the full-rate decode plus the search without the curve, at 1 and 3 dB below the clip's full-rate PSNR,
+    and every window still reaches its target."""
+    guided = Tokenizer(load_model(DEFAULT_MODEL, "cpu"), "cpu")
+    assert guided.predicts_quality
+    head = RouterHead(dataclasses.replace(guided.head.cfg, curve_rates=()))
+    head.load_state_dict({k: v for k, v in guided.head.state_dict().items() if not k.startswith("curve_")})
+    unguided = Tokenizer(dataclasses.replace(guided.loaded, router_head=head.eval()), "cpu")
+    assert unguided.placement == "predicted" and not unguided.predicts_quality
+    full = compress_video(clip, tmp_path / "full.itok", guided, target_psnr=99).window_psnr[0]
+    decodes = {"guided": 0, "unguided": 0}
+    for offset in (1.0, 3.0):
+        target = round(full - offset, 2)
+        for name, tok in (("guided", guided), ("unguided", unguided)):
+            result = compress_video(clip, tmp_path / f"{name}-{offset}.itok", tok, target_psnr=target)
+            assert result.windows_short == 0 and min(result.window_psnr) >= target
+            decodes[name] += sum(result.search_probes) + (name == "unguided")  # + its full-rate decode
+    assert decodes["guided"] < decodes["unguided"], decodes

@@ -54,7 +54,8 @@ class CompressResult:
     window_rates: list[float] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     # --target-psnr runs: the target, each window's achieved PSNR, the windows that fell short of it and
-    # the decodes the rate search made per window (besides the router's encode and full-rate decode)
+    # the decodes the rate search made per window (besides the router's passes and, unless the head's rate
+    # curve starts the search, the full-rate decode made before it)
     target_psnr: float | None = None
     max_bpp16: float | None = None
     window_psnr: list[float] = field(default_factory=list)
@@ -104,10 +105,10 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
     carries a reference error, else `window`).
 
     `target_psnr` (dB) replaces the budget (`beta`, `strategy`): each window keeps the fewest top-scoring
-    tokens whose reconstruction reaches the target (rate.tokens_for_quality, warm-started from the
-    previous window's count), everything when even that falls short, and at most `max_bpp16 - 1/16` of
-    its positions when `max_bpp16` is given. The target and each window's achieved PSNR are stored in a
-    window-quality chunk.
+    tokens whose reconstruction reaches the target (rate.tokens_for_quality, started from the count the
+    router head's rate curve predicts where the model has one, else from the previous window's count),
+    everything when even that falls short, and at most `max_bpp16 - 1/16` of its positions when
+    `max_bpp16` is given. The target and each window's achieved PSNR are stored in a window-quality chunk.
 
     `audio`: keep the source's first audio stream, its compressed packets as they are, in an AUDIO
     chunk (a stream that cannot be kept is dropped with a notice).
@@ -159,14 +160,18 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
 
         pending: list[WindowAnalysis] = []  # the `video` strategy needs every window's error first
         k_prev: float | None = None  # previous window's keep rate: the search's warm start
+        # the head's rate curve guides the search instead (and no full-rate decode is made up front)
+        guided = mask_fn is None and tok.predicts_quality
         for start, frames in iter_windows(iter_frames(src, info), info.num_frames, window, overlap):
-            a = tok.analyse(frames, start, (hp, wp), measure=target_psnr is not None)
+            a = tok.analyse(frames, start, (hp, wp), measure=target_psnr is not None and not guided)
             if target_psnr is not None:
                 n = a.error.numel()
                 cap = None if max_bpp16 is None else math.floor((max_bpp16 - 1 / 16) * n + 1e-9)
+                estimate = None if not guided or a.curve is None else lambda k, c=a.curve, n=n: c.psnr(k / n)
                 found = tokens_for_quality(
                     n, lambda k, a=a, frames=frames: tok.window_psnr(a, choose(a, k), frames),
-                    target_psnr, a.full_psnr, k_start=None if k_prev is None else round(k_prev * n), k_cap=cap)
+                    target_psnr, a.full_psnr, estimate=estimate,
+                    k_start=None if k_prev is None else round(k_prev * n), k_cap=cap)
                 emit(a, keep=choose(a, found.k))
                 psnrs.append(min(PSNR_CAP, found.psnr))
                 probes.append(found.probes)

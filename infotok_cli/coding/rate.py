@@ -107,26 +107,31 @@ class QualitySearch:
     reached: bool  # psnr >= target
 
 
-def tokens_for_quality(capacity: int, psnr_at: Callable[[int], float], target: float, full_psnr: float, *,
+def tokens_for_quality(capacity: int, psnr_at: Callable[[int], float], target: float,
+                       full_psnr: float | None = None, *, estimate: Callable[[int], float] | None = None,
                        k_start: int | None = None, k_cap: int | None = None, tolerance: float = 0.25,
                        max_probes: int = 8) -> QualitySearch:
     """Smallest token count k whose reconstruction reaches `target` dB, with as few decodes as possible.
 
-    `psnr_at(k)` decodes the window from its k top-error tokens (one network pass); `full_psnr` is the
-    PSNR at k = capacity, which the router's full-rate pass already measured. The search works on the
-    rate-PSNR curve: a secant step from the warm start `k_start` (e.g. the previous window's count)
-    towards the known full-rate point, then false position (Illinois) inside the bracket of the
-    highest count that falls short and the lowest that reaches the target. It aims `tolerance / 2` dB
-    above the target and stops as soon as a count reaches the target by at most `tolerance` dB, when
-    the bracket is down to about 1/256 of the window, or after `max_probes` decodes; the answer is
-    always a measured count that reaches the target (or the cap/capacity when none can).
+    `psnr_at(k)` decodes the window from its k top-scoring tokens (one network pass). `full_psnr` is the
+    PSNR at k = capacity where a full-rate pass already measured it; without it that count is decoded
+    only if the search needs it. The search works on the rate-PSNR curve. With `estimate(k)`, a
+    predicted PSNR non-decreasing in k (the router head's rate curve), it first decodes the smallest
+    count the estimate expects to reach the target, and until the target is bracketed each next count
+    is where the estimate, shifted by the last decode's miss, reaches it. Without it, a secant step
+    from the warm start `k_start` (e.g. the previous window's count) towards the full-rate point. Once
+    bracketed (the highest count that falls short, the lowest that reaches), false position (Illinois).
+    It aims `tolerance / 2` dB above the target and stops as soon as a count reaches the target by at
+    most `tolerance` dB, when the bracket is down to about 1/256 of the window, or after `max_probes`
+    decodes; the answer is always a measured count that reaches the target (or the cap/capacity when
+    none can).
 
     `k_cap` (e.g. from --max-bpp16) bounds k from above. Counts never go below ceil(N/16).
     """
     floor = max(1, math.ceil(capacity * MIN_RATE))
     cap = capacity if k_cap is None else max(floor, min(capacity, int(k_cap)))
     probes = 0
-    known: dict[int, float] = {capacity: full_psnr}
+    known: dict[int, float] = {} if full_psnr is None else {capacity: full_psnr}
 
     def measure(k: int) -> float:
         nonlocal probes
@@ -135,17 +140,23 @@ def tokens_for_quality(capacity: int, psnr_at: Callable[[int], float], target: f
             known[k] = float(psnr_at(k))
         return known[k]
 
-    top = measure(cap)  # free when uncapped
-    if not top >= target:  # also catches NaN
-        return QualitySearch(cap, top, probes, False)
-    if cap == floor:
-        return QualitySearch(cap, top, probes, True)
     aim = target + tolerance / 2
     resolution = max(1, capacity // 256)
-    hi, p_hi = cap, top  # lowest count known to reach the target
+    if estimate is None or cap in known:
+        top = measure(cap)  # free when uncapped and full_psnr is given
+        if not top >= target:  # also catches NaN
+            return QualitySearch(cap, top, probes, False)
+        if cap == floor:
+            return QualitySearch(cap, top, probes, True)
+        hi, p_hi = cap, top  # lowest count known to reach the target
+    else:
+        hi, p_hi = cap + 1, math.inf  # none known yet
     lo, p_lo = floor - 1, -math.inf  # highest count known to fall short (floor - 1: none yet)
     side = 0  # Illinois: which end moved last, to halve a stale end's weight
-    k = min(max(k_start if k_start is not None else cap // 2, floor), cap)
+    if estimate is not None:
+        k = first_reaching(estimate, aim, floor, min(hi - 1, cap))
+    else:
+        k = min(max(k_start if k_start is not None else cap // 2, floor), cap)
     while probes < max_probes:
         if k >= hi or k <= lo:
             k = (lo + hi) // 2 if lo >= floor else max(floor, hi // 2)
@@ -160,13 +171,18 @@ def tokens_for_quality(capacity: int, psnr_at: Callable[[int], float], target: f
                 p_lo = (p_lo + aim) / 2 if math.isfinite(p_lo) else p_lo
             side = 1
         else:
+            if k == cap:  # even the cap falls short (also catches NaN)
+                return QualitySearch(cap, p, probes, False)
             lo, p_lo = k, p
-            if side == -1:
+            if side == -1 and hi <= cap:
                 p_hi = (p_hi + aim) / 2
             side = -1
         if hi - lo <= resolution:
             break
-        if math.isfinite(p_lo) and p_hi > p_lo:  # false position inside the bracket
+        if estimate is not None and (hi > cap or not math.isfinite(p_lo)):  # one side still open
+            miss = p - estimate(k)
+            k = first_reaching(lambda c, miss=miss: estimate(c) + miss, aim, lo + 1, min(hi - 1, cap))
+        elif math.isfinite(p_lo) and p_hi > p_lo:  # false position inside the bracket
             k = round(lo + (aim - p_lo) * (hi - lo) / (p_hi - p_lo))
         else:  # only points above the target: secant through the two lowest known, extrapolated down
             k2 = min(c for c in known if c > hi) if any(c > hi for c in known) else None
@@ -176,7 +192,21 @@ def tokens_for_quality(capacity: int, psnr_at: Callable[[int], float], target: f
             else:
                 k = hi // 2
         k = min(max(k, lo + 1, floor), hi - 1)
+    if hi > cap:  # no decode has reached the target yet: the cap decides
+        top = measure(cap)
+        return QualitySearch(cap, top, probes, top >= target)
     return QualitySearch(hi, known[hi], probes, True)
+
+
+def first_reaching(f: Callable[[int], float], level: float, lo: int, hi: int) -> int:
+    """Smallest k in [lo, hi] with f(k) >= level for a non-decreasing f (hi when none is)."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if f(mid) >= level:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
 
 
 def rates_for(strategy: str, beta: float, window_errors: Sequence[float], capacities: Sequence[int],

@@ -27,7 +27,7 @@ from ..format.header import Header
 from ..format.reader import ItokReader
 from ..format.tokens import Tokens, TokenWindow
 from ..model.infotok import InfoTok
-from ..model.router_head import dithered_score, extract_features
+from ..model.router_head import RateCurve, dithered_score, extract_features, window_summary
 from ..model.store import FLEX_ARCHITECTURE, LoadedModel, imported_models, load_model, model_for_file, shipped_models
 from .compress import CompressResult, compress_video
 from .decompress import DecompressResult, MemoryReader, decompress_video, iter_decoded
@@ -55,6 +55,8 @@ class WindowAnalysis:
     full_psnr: float | None = None  # PSNR of the full-rate reconstruction (analyse(measure=True))
     score: torch.Tensor | None = None  # float32 [t,h,w]; None means the error itself
     dither: bool = False  # a learned score: spread low rates' tokens (router_head.dithered_score)
+    summary: torch.Tensor | None = None  # the head's window statistics (router_head.window_summary)
+    curve: RateCurve | None = None  # the head's predicted rate-PSNR curve, where the head has one
 
     @property
     def placement_score(self) -> torch.Tensor:
@@ -154,6 +156,12 @@ class Tokenizer:
         return self.placement == "predicted" or (self.placement == "probe-gain" and self.loaded.e_ref_probe is not None)
 
     @property
+    def predicts_quality(self) -> bool:
+        """Placement `predicted` with a head that carries a rate curve: each window's analysis comes with
+        a predicted rate-PSNR curve, which starts --target-psnr's search (no full-rate decode up front)."""
+        return self.placement == "predicted" and bool(self.head.cfg.curve_rates)
+
+    @property
     def probe_scale(self) -> float:
         """e_ref / e_ref_probe: turns a probe's error where a token is sent into a full-rate error
         estimate (1 for weights without e_ref_probe)."""
@@ -236,6 +244,7 @@ class Tokenizer:
                 features, codes, indices = extract_features(self.model, x)
         with self.stage("router"), self.autocast():
             score, error = self.head.predict(features)
+            summary = window_summary(features, score, error.log())
         full_psnr = None
         if measure:
             with self.stage("full-rate decode"):
@@ -244,7 +253,8 @@ class Tokenizer:
             full_psnr = psnr_video(to_frames(x_full, n, h, w), frames)
             error = position_error(x, x_full)[0]
         return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(),
-                              error.cpu(), full_psnr, score.cpu(), dither=True)
+                              error.cpu(), full_psnr, score.cpu(), dither=True, summary=summary,
+                              curve=self.head.rate_curve(summary))
 
     def probe_scores(self, x: torch.Tensor, codes: torch.Tensor,
                      grid: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:

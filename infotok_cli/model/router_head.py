@@ -22,6 +22,7 @@ tokenizer frozen (scripts/router_head_train.py).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,9 @@ from ..constants import SPATIAL_STRIDE, TEMPORAL_STRIDE
 from .infotok import InfoTok
 
 FEATURES = ("z", "zrms", "codes", "pix")
+# the window statistics the rate curve reads (window_summary)
+SUMMARY_FEATURES = ("log_error_mean", "log_error_std", "score_std", "log_std", "log_gradient", "log_change",
+                    "intensity", "log_rms", "first_frame_share")
 TENSOR_PREFIX = "router_head."  # names of the head's tensors inside a weights file
 METADATA_KEY = "router_head"  # its config (JSON) in the weights' metadata
 DITHER_SEED = 0  # fixed, so compressing the same video twice gives the same file
@@ -50,6 +54,9 @@ class HeadConfig:
     # (keep rate, dither amount) points of the dither schedule, linear in between (see dither_amount); chosen on
     # the head's held-out training clips (scripts/router_head_eval.py --clips ... --schedule ...)
     dither: tuple[tuple[float, float], ...] = ((0.25, 1.5), (0.5, 0.75), (0.75, 0.5))
+    # keep rates at which the rate curve predicts the PSNR drop from full rate (empty: the head has no rate
+    # curve); fitted on rate curves of training windows (scripts/router_head_curves.py)
+    curve_rates: tuple[float, ...] = ()
     recipe: str = ""  # the training recipe, for the record
     extra: dict = field(default_factory=dict)
 
@@ -57,22 +64,51 @@ class HeadConfig:
         d = asdict(self)
         d["dilations"], d["features"] = list(self.dilations), list(self.features)
         d["dither"] = [list(point) for point in self.dither]
+        d["curve_rates"] = list(self.curve_rates)
         return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> HeadConfig:
         d = {k: v for k, v in json.loads(text).items() if k in cls.__dataclass_fields__}
-        for key in ("dilations", "features"):
+        for key in ("dilations", "features", "curve_rates"):
             if key in d:
                 d[key] = tuple(d[key])
         if "dither" in d:
             d["dither"] = tuple((float(rate), float(amount)) for rate, amount in d["dither"])
         cfg = cls(**d)
         rates = [rate for rate, _ in cfg.dither]
+        curve = list(cfg.curve_rates)
         if (set(cfg.features) - set(FEATURES) or not cfg.dilations or cfg.width < 1 or not cfg.dither
-                or rates != sorted(rates) or any(amount < 0 for _, amount in cfg.dither)):
+                or rates != sorted(rates) or any(amount < 0 for _, amount in cfg.dither)
+                or curve != sorted(set(curve)) or any(not 0 < rate < 1 for rate in curve)):
             raise ValueError(f"unsupported router head config {text[:200]}")
         return cfg
+
+
+@dataclass(frozen=True)
+class RateCurve:
+    """A window's predicted PSNR against keep rate: the full-rate PSNR and, at each of `rates`, the drop
+    below it (dB). Between points (and up to keep 1, drop 0) linear in the rate; below the first point
+    the first drop; made non-increasing in the rate, so the PSNR estimate never falls as tokens are added."""
+
+    rates: tuple[float, ...]
+    full_psnr: float
+    drops: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        monotone, low = list(self.drops), 0.0
+        for i in range(len(monotone) - 1, -1, -1):  # from keep 1 down: each drop at least the next one's
+            low = monotone[i] = max(monotone[i], low)
+        object.__setattr__(self, "drops", tuple(monotone))
+
+    def psnr(self, rate: float) -> float:
+        rates, drops = (*self.rates, 1.0), (*self.drops, 0.0)
+        if rate <= rates[0]:
+            return self.full_psnr - drops[0]
+        for (r0, d0), (r1, d1) in zip(zip(rates, drops), zip(rates[1:], drops[1:])):
+            if rate <= r1:
+                return self.full_psnr - (d0 + (d1 - d0) * (rate - r0) / (r1 - r0))
+        return self.full_psnr
 
 
 class HeadBlock(nn.Module):
@@ -101,6 +137,12 @@ class RouterHead(nn.Module):
         self.inp = nn.Conv3d(cfg.in_channels, cfg.width, 1)
         self.blocks = nn.ModuleList([HeadBlock(cfg.width, d) for d in cfg.dilations])
         self.out = nn.Conv3d(cfg.width, 2, 1)
+        if cfg.curve_rates:  # the rate curve: a linear map of the standardised window summary
+            n = len(SUMMARY_FEATURES)
+            self.register_buffer("curve_mean", torch.zeros(n))
+            self.register_buffer("curve_std", torch.ones(n))
+            self.register_buffer("curve_weight", torch.zeros(1 + len(cfg.curve_rates), n))
+            self.register_buffer("curve_bias", torch.zeros(1 + len(cfg.curve_rates)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stacked features [B,C,t,h,w] -> (score [B,t,h,w], log full-rate error [B,t,h,w])."""
@@ -120,6 +162,14 @@ class RouterHead(nn.Module):
         """Features of one window -> (score [t,h,w], per-position full-rate error estimate [t,h,w]), float32."""
         score, log_error = self(self.stack(features))
         return score[0].float(), log_error[0].float().exp()
+
+    def rate_curve(self, summary: torch.Tensor) -> RateCurve | None:
+        """The predicted rate-PSNR curve of a window from its window_summary (None without a rate curve)."""
+        if not self.cfg.curve_rates:
+            return None
+        z = (summary.float().cpu() - self.curve_mean.cpu()) / self.curve_std.cpu()
+        y = (self.curve_weight.cpu() @ z + self.curve_bias.cpu()).tolist()
+        return RateCurve(self.cfg.curve_rates, y[0], tuple(math.exp(v) for v in y[1:]))
 
     def flops_per_position(self) -> int:
         """FLOPs (2 x multiply-adds) of the convolutions per latent position."""
@@ -187,6 +237,15 @@ def extract_features(model: InfoTok, x: torch.Tensor) -> tuple[dict[str, torch.T
         "pix": pixel_stats(x),
     }
     return features, codes, indices
+
+
+def window_summary(features: dict[str, torch.Tensor], score: torch.Tensor, log_error: torch.Tensor) -> torch.Tensor:
+    """Window-level statistics [len(SUMMARY_FEATURES)] float32 of one window's features and head outputs
+    (score and log error [t,h,w]): what the rate curve (RateCurve) reads."""
+    pix = features["pix"][0].float().flatten(1).mean(1).tolist()  # the four pixel statistics' window means
+    log_error, score = log_error.float(), score.float()
+    return torch.tensor([log_error.mean().item(), log_error.std().item(), score.std().item(), *pix,
+                         features["zrms"].float().mean().item(), 1.0 / score.shape[0]], dtype=torch.float32)
 
 
 def dither_amount(rate: float, schedule: tuple[tuple[float, float], ...] = HeadConfig.dither) -> float:
