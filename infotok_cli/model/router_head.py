@@ -1,6 +1,6 @@
 """The learned router head: predicts from the encoder's side alone what the probe decodes measure.
 
-The default placement (probe-gain, coding/router.py) decodes every window twice to find which tokens the
+Probe-gain placement (coding/router.py) decodes every window twice to find which tokens the
 decompressor can least do without. This head estimates the same thing from features the encoder already
 has, so placement needs no decode: per latent position a *score* (the probe-gain score, standardised per
 window; only its order is used) and the log of the *full-rate error* (its window mean sets the window's
@@ -13,6 +13,11 @@ the training features), a 1x1x1 projection to `width`, one factorised residual b
 `dilations` (spatial 3x3 with that dilation, then a kernel-3 convolution over latent frames), and a 1x1x1
 output to the two maps, that last layer in float32 so a bf16 run does not tie scores. Fully
 convolutional: any window size.
+
+Optionally (`curve_rates` in its config) a *rate curve*: a linear map of nine window statistics
+(`window_summary`) to the window's full-rate PSNR and the log PSNR drop at a few keep rates
+(`RateCurve`), which starts `--target-psnr`'s search (coding/rate.py tokens_for_quality); fitted by
+scripts/router_head_curve_fit.py.
 
 It ships inside the model's weights as the tensor group `router_head.*` with its config in the
 metadata key `router_head` (model/store.py); weights without it load as before. Trained with the
@@ -169,7 +174,8 @@ class RouterHead(nn.Module):
             return None
         z = (summary.float().cpu() - self.curve_mean.cpu()) / self.curve_std.cpu()
         y = (self.curve_weight.cpu() @ z + self.curve_bias.cpu()).tolist()
-        return RateCurve(self.cfg.curve_rates, y[0], tuple(math.exp(v) for v in y[1:]))
+        # log drops clipped to [-20, 6] (at most about 400 dB): absurd weights give an absurd curve, not an error
+        return RateCurve(self.cfg.curve_rates, y[0], tuple(math.exp(min(max(v, -20.0), 6.0)) for v in y[1:]))
 
     def flops_per_position(self) -> int:
         """FLOPs (2 x multiply-adds) of the convolutions per latent position."""
