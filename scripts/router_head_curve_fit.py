@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -57,10 +56,18 @@ def fit(lines: list[dict], ridge: float) -> dict[str, np.ndarray]:
     return {"mean": mean, "std": std, "weight": coef[:-1].T, "bias": coef[-1]}
 
 
-def curve_of(params: dict[str, np.ndarray], rates: tuple[float, ...], summary: list[float]) -> RateCurve:
-    z = (np.array(summary) - params["mean"]) / params["std"]
-    y = params["weight"] @ z + params["bias"]
-    return RateCurve(rates, float(y[0]), tuple(math.exp(v) for v in y[1:]))
+def curve_head(params: dict[str, np.ndarray], rates: tuple[float, ...], base: RouterHead | None = None) -> RouterHead:
+    """`base` (else a bare head, enough for RouterHead.rate_curve) with the fitted rate curve."""
+    head = RouterHead(HeadConfig(**{**(base.cfg.__dict__ if base else {}), "curve_rates": rates}))
+    if base is not None:
+        head.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("curve_")}, strict=False)
+    for name in ("mean", "std", "weight", "bias"):
+        getattr(head, f"curve_{name}").copy_(torch.tensor(params[name], dtype=torch.float32))
+    return head.eval()
+
+
+def curve_of(head: RouterHead, d: dict) -> RateCurve:
+    return head.rate_curve(torch.tensor(d["summary"]))
 
 
 def measured(d: dict):
@@ -70,17 +77,17 @@ def measured(d: dict):
     return lambda k: float(np.interp(k, counts, values))
 
 
-def search_stats(lines: list[dict], params: dict | None, rates: tuple[float, ...]) -> dict:
+def search_stats(lines: list[dict], head: RouterHead | None) -> dict:
     passes, over, short = [], [], 0
     for d in lines:
         n, psnr_at = d["capacity"], measured(d)
         targets = [d["full"] - o for o in OFFSETS] + list(FIXED_TARGETS)
         for target in targets:
-            if params is None:
+            if head is None:
                 r = tokens_for_quality(n, psnr_at, target, d["full"])
                 passes.append(1 + r.probes)  # the full-rate decode, then the search
             else:
-                curve = curve_of(params, rates, d["summary"])
+                curve = curve_of(head, d)
                 r = tokens_for_quality(n, psnr_at, target, estimate=lambda k, c=curve, n=n: c.psnr(k / n))
                 passes.append(r.probes)
             if r.reached:
@@ -91,34 +98,26 @@ def search_stats(lines: list[dict], params: dict | None, rates: tuple[float, ...
             "searches": len(passes)}
 
 
-def report(train: list[dict], held: list[dict], params: dict, rates: tuple[float, ...]) -> dict:
-    curves = [curve_of(params, rates, d["summary"]) for d in held]
+def report(train: list[dict], held: list[dict], head: RouterHead) -> dict:
+    rates = head.cfg.curve_rates
+    curves = [curve_of(head, d) for d in held]
     full_err = np.mean([abs(c.full_psnr - d["full"]) for c, d in zip(curves, held)])
     rate_err = {r: float(np.mean([abs(c.psnr(r) - d["psnr"][i]) for c, d in zip(curves, held)]))
                 for i, r in enumerate(rates)}
     return {"train_windows": len(train), "held_out_windows": len(held),
             "held_out_clips": sorted({d["meta"]["clip"] for d in held}),
             "full_psnr_mae": float(full_err), "psnr_mae": rate_err,
-            "search_with_curve": search_stats(held, params, rates),
-            "search_without_curve": search_stats(held, None, rates)}
+            "search_with_curve": search_stats(held, head),
+            "search_without_curve": search_stats(held, None)}
 
 
 def attach(weights: str, params: dict, rates: tuple[float, ...], summary: dict) -> str:
-    loaded = load_model(weights)
-    old = loaded.router_head
-    if old is None:
+    base = load_model(weights).router_head
+    if base is None:
         raise SystemExit(f"{weights} has no router head to add a rate curve to")
-    cfg = HeadConfig(**{**old.cfg.__dict__, "curve_rates": rates})
-    head = RouterHead(cfg)
-    state = {k: v for k, v in old.state_dict().items() if not k.startswith("curve_")}
-    state.update(curve_mean=torch.tensor(params["mean"], dtype=torch.float32),
-                 curve_std=torch.tensor(params["std"], dtype=torch.float32),
-                 curve_weight=torch.tensor(params["weight"], dtype=torch.float32),
-                 curve_bias=torch.tensor(params["bias"], dtype=torch.float32))
-    head.load_state_dict(state)
     training = json.loads(read_metadata(weights).get("router_head_training", "{}") or "{}")
     training["rate_curve"] = summary
-    return add_router_head(weights, head.eval(), weights, training)
+    return add_router_head(weights, curve_head(params, rates, base), weights, training)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the lines differ in rates or summary size")
     held = [d for d in lines if is_val(d["meta"]["clip"], args.val_fraction)]
     train = [d for d in lines if not is_val(d["meta"]["clip"], args.val_fraction)]
-    result = report(train, held, fit(train, args.ridge), rates)
+    result = report(train, held, curve_head(fit(train, args.ridge), rates))
     result["ridge"] = args.ridge
     print(json.dumps(result, indent=1))
     if args.attach:

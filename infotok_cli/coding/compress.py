@@ -167,7 +167,8 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
             if target_psnr is not None:
                 n = a.error.numel()
                 cap = None if max_bpp16 is None else math.floor((max_bpp16 - 1 / 16) * n + 1e-9)
-                estimate = None if not guided or a.curve is None else lambda k, c=a.curve, n=n: c.psnr(k / n)
+                curve = tok.head.rate_curve(a.summary) if guided else None
+                estimate = None if curve is None else lambda k, c=curve, n=n: c.psnr(k / n)
                 found = tokens_for_quality(
                     n, lambda k, a=a, frames=frames: tok.window_psnr(a, choose(a, k), frames),
                     target_psnr, a.full_psnr, estimate=estimate,

@@ -27,7 +27,7 @@ from ..format.header import Header
 from ..format.reader import ItokReader
 from ..format.tokens import Tokens, TokenWindow
 from ..model.infotok import InfoTok
-from ..model.router_head import RateCurve, dithered_score, extract_features, window_summary
+from ..model.router_head import dithered_score, extract_features, window_summary
 from ..model.store import FLEX_ARCHITECTURE, LoadedModel, imported_models, load_model, model_for_file, shipped_models
 from .compress import CompressResult, compress_video
 from .decompress import DecompressResult, MemoryReader, decompress_video, iter_decoded
@@ -56,7 +56,6 @@ class WindowAnalysis:
     score: torch.Tensor | None = None  # float32 [t,h,w]; None means the error itself
     dither: bool = False  # a learned score: spread low rates' tokens (router_head.dithered_score)
     summary: torch.Tensor | None = None  # the head's window statistics (router_head.window_summary)
-    curve: RateCurve | None = None  # the head's predicted rate-PSNR curve, where the head has one
 
     @property
     def placement_score(self) -> torch.Tensor:
@@ -253,8 +252,7 @@ class Tokenizer:
             full_psnr = psnr_video(to_frames(x_full, n, h, w), frames)
             error = position_error(x, x_full)[0]
         return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(),
-                              error.cpu(), full_psnr, score.cpu(), dither=True, summary=summary,
-                              curve=self.head.rate_curve(summary))
+                              error.cpu(), full_psnr, score.cpu(), dither=True, summary=summary)
 
     def probe_scores(self, x: torch.Tensor, codes: torch.Tensor,
                      grid: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
