@@ -38,6 +38,7 @@ class TrainConfig:
     code_usage_weight: float = 0.0  # FSQ usage penalty (model.FSQ.usage_penalty): spreads each digit's levels
     grad_clip: float = 1.0
     val_fraction: float = 0.1
+    val_clips: tuple[str, ...] = ()  # if set: the held-back clips by file name, instead of the hashed split
     max_frames_per_video: int = 300
     seed: int = 0
     precision: str = "auto"  # precision.PRECISIONS: auto = bf16 where the device runs it natively, else fp32
@@ -55,7 +56,8 @@ class TrainConfig:
 
 _TUPLE_FIELDS = {"crops": lambda v: tuple((int(h), int(w)) for h, w in v),
                  "rates": lambda v: tuple(float(r) for r in v),
-                 "betas": lambda v: tuple(float(b) for b in v)}
+                 "betas": lambda v: tuple(float(b) for b in v),
+                 "val_clips": lambda v: tuple(str(n) for n in v)}
 
 
 def config_from_dict(d: dict) -> TrainConfig:

@@ -36,9 +36,20 @@ def find_videos(paths: list[str]) -> list[Path]:
     return sorted(set(files))
 
 
-def split_train_val(files: list[Path], val_fraction: float) -> tuple[list[Path], list[Path]]:
+def split_train_val(files: list[Path], val_fraction: float,
+                    val_names: tuple[str, ...] = ()) -> tuple[list[Path], list[Path]]:
     """Hold back about val_fraction of the clips, whole sources at a time (segments of one source such
-    as 'bottle-detection-01..04' stay together), chosen by a hash so the split is stable."""
+    as 'bottle-detection-01..04' stay together), chosen by a hash so the split is stable.
+
+    `val_names` (file names) fixes the held-back clips instead, so that a corpus that grows keeps the
+    validation clips of earlier runs; a named clip that is missing is an error."""
+    if val_names:
+        by_name = {f.name: f for f in files}
+        missing = sorted(set(val_names) - set(by_name))
+        if missing:
+            raise FileNotFoundError(f"validation clip(s) not in the training data: {', '.join(missing)}")
+        val_fixed = {by_name[n] for n in val_names}
+        return [f for f in files if f not in val_fixed], sorted(val_fixed)
     groups: dict[str, list[Path]] = {}
     for f in files:
         groups.setdefault(re.sub(r"-\d+$", "", f.stem), []).append(f)

@@ -100,7 +100,7 @@ def run(cfg: TrainConfig, progress: bool | None = None, echo: Callable[[str], No
     files = find_videos(cfg.data)
     if not files:
         raise FileNotFoundError("no training videos found")
-    train_files, val_files = split_train_val(files, cfg.val_fraction)
+    train_files, val_files = split_train_val(files, cfg.val_fraction, cfg.val_clips)
     log(f"data: {len(train_files)} training clips, {len(val_files)} held back for validation")
     if is_main:
         (run_dir / "split.json").write_text(json.dumps(
