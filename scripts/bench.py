@@ -70,15 +70,9 @@ from infotok_cli.format.layout import V2_INDEX_ENTRY_EXTRA, v1_record_size
 from infotok_cli.format.reader import ItokReader
 from infotok_cli.io.video import iter_frames, probe_video
 from infotok_cli.model import count_parameters
+from infotok_cli.model.catalog import DEFAULT_MODEL, imported_models, read_metadata, user_model_dir
 from infotok_cli.model.router_head import extract_features, head_tensors
-from infotok_cli.model.store import (
-    DEFAULT_MODEL,
-    FLEX_ARCHITECTURE,
-    imported_models,
-    load_model,
-    read_metadata,
-    user_model_dir,
-)
+from infotok_cli.model.store import FLEX_ARCHITECTURE, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 THROUGHPUT_SIZES = ((256, 256), (640, 360))

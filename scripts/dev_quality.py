@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=33)
     ap.add_argument("--max-val-clips", type=int, default=4, help="Held-back training clips in the dev set.")
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--added", action="store_true",
+                    help="Measure the clips added to the dev set on 2026-12-07 instead (reported separately).")
     ap.add_argument("--json", default=None, help="Also write the result as JSON here.")
     ap.add_argument("--speed", action="store_true", help="Also measure compress/decompress frames/s.")
     ap.add_argument("--record", action="store_true", help="Store the result in weights/measured.json.")
@@ -147,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--record stores the default placement's measurement")
     torch.manual_seed(0)
     tok = Tokenizer(load_model(args.model, "cpu"), "cpu", args.placement)
-    clips = dev_clips(Path(args.data), args.max_val_clips)
+    if args.record and args.added:
+        ap.error("--record stores the dev set's measurement, not the added clips'")
+    clips = dev_clips(Path(args.data), args.max_val_clips, added=args.added)
     if not clips:
         print("no dev clips found", file=sys.stderr)
         return 1

@@ -44,7 +44,8 @@ def models(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     if ctx.invoked_subcommand is not None:
         return
     with errors(codec_code=EXIT_MODEL):
-        from ..model.store import imported_models, shipped_model_info, user_model_dir
+        from ..model.catalog import imported_models, user_model_dir
+        from ..model.store import shipped_model_info
 
         infos, imported = shipped_model_info(), imported_models()
     if json_out:

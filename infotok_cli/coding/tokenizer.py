@@ -26,9 +26,10 @@ from ..errors import CodecError, OptionError, WeightsMismatchError
 from ..format.header import Header
 from ..format.reader import ItokReader
 from ..format.tokens import Tokens, TokenWindow
+from ..model.catalog import imported_models, model_for_file, shipped_models
 from ..model.infotok import InfoTok
 from ..model.router_head import dithered_score, extract_features, window_summary
-from ..model.store import FLEX_ARCHITECTURE, LoadedModel, imported_models, load_model, model_for_file, shipped_models
+from ..model.store import FLEX_ARCHITECTURE, LoadedModel, load_model
 from .compress import CompressResult, compress_video
 from .decompress import DecompressResult, MemoryReader, decompress_video, iter_decoded
 from .geometry import check_window, padded_size, plan_windows, to_frames, to_model_input
@@ -98,7 +99,7 @@ class Tokenizer:
                  precision: str | Precision = "auto") -> Tokenizer:
         """The tokenizer that decodes a file (`model`, else the shipped model its header names, else the
         default); raises WeightsError if its weights are not the ones the file was made with."""
-        tok = cls(model_for_file(header.model_name, model), device, precision=precision)
+        tok = cls(model_for_file(header.model_name, model, header.weights_sha256), device, precision=precision)
         tok.check_weights(header.weights_sha256, header.model_name)
         return tok
 
@@ -368,6 +369,6 @@ class TokenizerCache:
         return self._loaded[name]
 
     def get(self, header: Header) -> Tokenizer:
-        tok = self.load(model_for_file(header.model_name, self.model))
+        tok = self.load(model_for_file(header.model_name, self.model, header.weights_sha256))
         tok.check_weights(header.weights_sha256, header.model_name)
         return tok

@@ -27,16 +27,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import WeightsError
+from .catalog import imported_models, sha256_file, shipped_models, user_model_dir
 from .flex import FlexConfig, FlexTokenizer, load_release_state_dict
-from .store import (
-    FLEX_ARCHITECTURE,
-    WEIGHTS_FORMAT,
-    imported_models,
-    sha256_file,
-    shipped_models,
-    user_model_dir,
-    write_weights_file,
-)
+from .store import FLEX_ARCHITECTURE, WEIGHTS_FORMAT, write_weights_file
 
 # The released network configuration (`ours_discrete_video_4x8x8_256p_88`), used when no --config is given.
 RELEASE_CONFIG = {

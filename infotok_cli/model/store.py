@@ -12,11 +12,9 @@ files record and check (`LoadedModel.sha256`). Files without the key are identif
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import WeightsError
+from .catalog import (
+    DEFAULT_MODEL,
+    WEIGHTS_DIR,
+    read_metadata,
+    resolve_model_path,
+    sha256_file,
+    shipped_models,
+    weights_identity,
+)
 from .config import ModelConfig
 from .flex import FlexConfig, FlexTokenizer, load_release_state_dict
 from .infotok import InfoTok
@@ -33,8 +40,6 @@ from .router_head import METADATA_KEY as HEAD_METADATA_KEY
 from .router_head import TENSOR_PREFIX as HEAD_PREFIX
 from .router_head import RouterHead, feature_channels, head_from_tensors, head_tensors
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_MODEL = "infotok-m"
 WEIGHTS_FORMAT = "infotok-weights/1"
 FLEX_ARCHITECTURE = "infotok-flex"  # the `architecture` metadata of imported InfoTok-Flex weights
 
@@ -53,64 +58,6 @@ class LoadedModel:
     # None in weights written before it existed.
     e_ref_probe: float | None = None
     router_head: RouterHead | None = None  # the learned router head, where the weights carry one
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def user_model_dir() -> Path:
-    """Where imported models live: $INFOTOK_HOME/models, else the platform's user data directory."""
-    home = os.environ.get("INFOTOK_HOME")
-    if home:
-        return Path(home).expanduser() / "models"
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "infotok" / "models"
-
-
-def shipped_models() -> list[str]:
-    """Names of the models shipped in WEIGHTS_DIR."""
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
-
-
-def model_for_file(model_name: str, model: str | os.PathLike | None = None) -> str:
-    """The model that decodes a file whose header names `model_name`: `model` if given, else that model
-    if it is shipped, else the default model."""
-    if model is not None:
-        return str(model)
-    if model_name in shipped_models() or model_name in imported_models():
-        return model_name
-    return DEFAULT_MODEL  # a model given by path when the file was made: its weights are checked next
-
-
-def imported_models() -> list[str]:
-    """Names of the models imported into the user's model store (`infotok models import`)."""
-    store = user_model_dir()
-    return sorted(p.stem for p in store.glob("*.safetensors")) if store.is_dir() else []
-
-
-def resolve_model_path(name_or_path: str | Path | None) -> Path:
-    """A shipped model name (e.g. "infotok-m"), an imported model's name, or a path to a .safetensors file."""
-    name = str(name_or_path or DEFAULT_MODEL)
-    if "/" not in name and "\\" not in name:
-        for folder in (WEIGHTS_DIR, user_model_dir()):
-            if (folder / f"{name}.safetensors").is_file():
-                return folder / f"{name}.safetensors"
-    path = Path(name)
-    if path.is_file():
-        return path
-    installed = [*shipped_models(), *imported_models()]
-    hint = f" (installed: {', '.join(installed)})" if installed else ""
-    raise WeightsError(f"model not found: {name}{hint}")
 
 
 def save_weights(path: str | Path, model: InfoTok, e_ref: float, summary: dict | None = None,
@@ -157,14 +104,6 @@ def write_weights_file(path: Path, tensors: dict[str, torch.Tensor], metadata: d
         Path(tmp).unlink(missing_ok=True)
         raise
     return sha256_file(path)
-
-
-def read_metadata(path: str | Path) -> dict:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
@@ -218,17 +157,6 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     return LoadedModel(model=model, config=config, name=config.name, sha256=weights_identity(path, meta),
                        e_ref=e_ref, path=path, metadata={"training": training}, e_ref_probe=e_ref_probe,
                        router_head=head)
-
-
-def weights_identity(path: Path, meta: dict) -> str:
-    """The SHA-256 that .itok files record for these weights: `tokens_sha256` where a router head was
-    added to an existing file, else the file's own (see the module docstring)."""
-    declared = meta.get("tokens_sha256", "")
-    if declared:
-        if len(declared) != 64 or any(c not in "0123456789abcdef" for c in declared):
-            raise WeightsError(f"{path}: bad weights metadata (tokens_sha256 {declared[:70]!r})")
-        return declared
-    return sha256_file(path)
 
 
 MEASURED_FILE = WEIGHTS_DIR / "measured.json"  # quality and speed measured by `make bench`, per weights hash

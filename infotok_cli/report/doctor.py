@@ -49,7 +49,7 @@ def _torch() -> tuple[dict, list[dict], dict]:
 
 
 def _models() -> dict:
-    from ..model.store import DEFAULT_MODEL, WEIGHTS_DIR, shipped_models, user_model_dir
+    from ..model.catalog import DEFAULT_MODEL, WEIGHTS_DIR, shipped_models, user_model_dir
 
     store = user_model_dir()
     imported = sorted(p.stem for p in store.glob("*.safetensors")) if store.is_dir() else []

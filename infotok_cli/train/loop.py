@@ -25,9 +25,10 @@ from torch import nn
 
 from ..coding.metrics import ssim_loss
 from ..coding.precision import resolve_precision
+from ..model.catalog import sha256_file
 from ..model.config import ModelConfig
 from ..model.infotok import InfoTok, count_parameters, grow
-from ..model.store import load_model, save_weights, sha256_file
+from ..model.store import load_model, save_weights
 from .config import TrainConfig
 from .data import ClipSampler, clips_per_step, find_videos, fixed_windows, load_clip, split_train_val
 from .objective import FlexObjective, as_frames, lpips_term, pixel_loss, psnr_pm1, reference_errors, validate
