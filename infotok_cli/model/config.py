@@ -53,7 +53,7 @@ class ModelConfig:
         if "levels" in kwargs:
             kwargs["levels"] = fsq_levels("model config levels", kwargs["levels"])
         for key, (low, high) in CONFIG_BOUNDS.items():
-            if kwargs.get(key) is not None:
+            if key in kwargs and not (kwargs[key] is None and key in NULLABLE):
                 bounded_int(f"model config {key}", kwargs[key], low, high)
         if "causal_attention" in kwargs:
             boolean("model config causal_attention", kwargs["causal_attention"])
@@ -101,4 +101,5 @@ CONFIG_BOUNDS = {
     "compressor_layers": (0, 64), "decompressor_layers": (0, 64),
     "decoder_blocks_quarter": (0, 64), "decoder_blocks_eighth": (0, 64),
 }
+NULLABLE = ("decoder_blocks_quarter", "decoder_blocks_eighth")  # None: as deep as the encoder
 
