@@ -42,119 +42,21 @@ Two quirks of the release that this file reproduces on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .flex_cnn import CausalConv, CnnDecoder, CnnEncoder, down_plan, up_plan
+from .flex_cnn import CausalConv, CnnDecoder, CnnEncoder
+from .flex_config import FlexConfig
 
 # Buffers the release stores in its state dict although they can be recomputed from the configuration (wavelet
 # filters, the FSQ level table and implicit codebook, training-time rate statistics). They are not persistent
 # here; the loader accepts checkpoints with or without them.
 RECOMPUTABLE_PREFIXES = ("encoder.patcher3d.", "decoder.unpatcher3d.", "quantizer.")
 RECOMPUTABLE_KEYS = ("save_loss", "ema_loss")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Configuration
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FlexConfig:
-    # CNN
-    in_channels: int = 3
-    out_channels: int = 3
-    channels: int = 128
-    channels_mult: tuple[int, ...] = (2, 4, 4)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (32,)
-    resolution: int = 1024  # only used, as in the release, to decide at which levels extra attention sits
-    patch_size: int = 2
-    z_channels: int = 256
-    spatial_compression: int = 8
-    temporal_compression: int = 4
-    legacy_mode: bool = False
-    # quantizer
-    levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)
-    # transformer compressor / decompressor
-    hidden_size: int = 256
-    intermediate_size: int = 512
-    num_encoder_layers: int = 8
-    num_decoder_layers: int = 8
-    num_heads: int = 32
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-5
-    initializer_range: float = 0.02
-    max_latent_frames: int = 49  # rows of the learned temporal embedding
-    max_latent_side: int = 96  # the 2-D rotary table is max_latent_side x max_latent_side
-
-    @property
-    def embedding_dim(self) -> int:
-        return len(self.levels)
-
-    @classmethod
-    def from_release(cls, cfg: dict[str, Any]) -> FlexConfig:
-        """Build from the release's network configuration (manifest ``config`` entry or small-config.json)."""
-        if "config" in cfg and isinstance(cfg["config"], dict):  # a whole manifest was passed
-            cfg = cfg["config"]
-        vit = cfg.get("vit_config") or {}
-
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(f"unsupported InfoTok-Flex config: {message}")
-
-        need(cfg.get("patch_method", "haar") == "haar", f"patch_method {cfg.get('patch_method')!r} (only 'haar')")
-        need(cfg.get("quantizer") == "FSQ", f"quantizer {cfg.get('quantizer')!r} (only 'FSQ')")
-        need(cfg.get("encoder") == "FACTORIZED", f"encoder {cfg.get('encoder')!r} (only 'FACTORIZED')")
-        need(cfg.get("decoder") == "FACTORIZED", f"decoder {cfg.get('decoder')!r} (only 'FACTORIZED')")
-        need(bool(cfg.get("use_vit", False)), "use_vit must be true (the Flex model has the transformer stages)")
-        need(cfg.get("z_factor", 1) == 1, f"z_factor {cfg.get('z_factor')} (only 1)")
-        need(not vit.get("concat_decode_2d", False), "vit_config.concat_decode_2d (only false)")
-        need(not vit.get("special_attn", False), "vit_config.special_attn (only false)")
-        need(float(vit.get("switch_rotary_to_1d", 1.0)) >= 1.0, "vit_config.switch_rotary_to_1d < 1 (1-D rotary)")
-        need(vit.get("method", "mse") == "mse", f"vit_config.method {vit.get('method')!r} (only 'mse')")
-        levels = tuple(int(v) for v in cfg["levels"])
-        need(int(cfg.get("embedding_dim", len(levels))) == len(levels), "embedding_dim must equal len(levels)")
-        patch = int(cfg.get("patch_size", 1))
-        need(patch >= 1 and (patch & (patch - 1)) == 0, f"patch_size {patch} (power of two)")
-        hidden, heads = int(vit["hidden_size"]), int(vit["num_attention_heads"])
-        need(hidden % heads == 0 and (hidden // heads) % 2 == 0, "hidden_size / num_attention_heads must be even")
-        config = cls(
-            in_channels=int(cfg.get("in_channels", 3)),
-            out_channels=int(cfg.get("out_channels", 3)),
-            channels=int(cfg["channels"]),
-            channels_mult=tuple(int(v) for v in cfg["channels_mult"]),
-            num_res_blocks=int(cfg["num_res_blocks"]),
-            attn_resolutions=tuple(int(v) for v in cfg.get("attn_resolutions", ())),
-            resolution=int(cfg.get("resolution", 1024)),
-            patch_size=patch,
-            z_channels=int(cfg["z_channels"]),
-            spatial_compression=int(cfg["spatial_compression"]),
-            temporal_compression=int(cfg["temporal_compression"]),
-            legacy_mode=bool(cfg.get("legacy_mode", False)),
-            levels=levels,
-            hidden_size=hidden,
-            intermediate_size=int(vit["intermediate_size"]),
-            num_encoder_layers=int(vit["num_encoder_layers"]),
-            num_decoder_layers=int(vit["num_decoder_layers"]),
-            num_heads=heads,
-            rope_theta=float(vit.get("theta", 10000.0)),
-            rms_norm_eps=float(vit.get("rms_norm_eps", 1e-5)),
-            initializer_range=float(vit.get("initializer_range", 0.02)),
-            max_latent_frames=int(vit.get("max_num_video_frames", 49)),
-            max_latent_side=int(vit.get("max_sequence_length", 96)),
-        )
-        down_s, down_t = down_plan(config)
-        up_s, up_t = up_plan(config)
-        need(patch * 2 ** sum(down_s) == config.spatial_compression, "spatial_compression does not match the levels")
-        need(patch * 2 ** sum(down_t) == config.temporal_compression, "temporal_compression does not match the levels")
-        need(sum(up_s) == sum(down_s) and sum(up_t) == sum(down_t), "decoder upsampling does not mirror the encoder")
-        return config
-
+INDEX_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)  # of the stored FSQ level table
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -511,36 +413,48 @@ def _is_recomputable(key: str) -> bool:
 
 
 def load_release_state_dict(model: FlexTokenizer, sd: dict[str, Any]) -> None:
-    """Load a release checkpoint (or plain state dict) strictly by parameter names and shapes.
+    """Load a release checkpoint (or plain state dict) strictly by parameter names and shapes (see
+    release_tensors). Raises ValueError naming the first missing / unexpected / mis-shaped parameters."""
+    params = dict(model.named_parameters())
+    tensors = release_tensors(sd, {k: tuple(p.shape) for k, p in params.items()}, model.cfg.levels)
+    with torch.no_grad():
+        for k, p in params.items():
+            p.copy_(tensors[k])
+
+
+def release_tensors(sd: object, shapes: dict[str, tuple[int, ...]], levels: tuple[int, ...]) -> dict[str, Any]:
+    """The tensors of a release checkpoint (or plain state dict) by parameter name, checked against the
+    parameters' `shapes` (from a meta-device model: nothing needs to be allocated to check a checkpoint).
 
     Accepts ``{"model": {...}}`` wrappers and ``network.``-prefixed keys (only those are kept when present, as the
     authors' loader does); ignores non-tensor entries (optimizer, scheduler ...), ``ema.`` entries and recomputable
     buffers. Raises ValueError naming the first missing / unexpected / mis-shaped parameters."""
+    if not isinstance(sd, dict):
+        raise ValueError(f"the checkpoint holds a {type(sd).__name__}, not a state dict")
     if isinstance(sd.get("model"), dict):
         sd = sd["model"]
-    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in sd.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if any(k.startswith("network.") for k in tensors):
         tensors = {k[len("network.") :]: v for k, v in tensors.items() if k.startswith("network.")}
     tensors = {k: v for k, v in tensors.items() if not k.startswith("ema.")}
-    levels = tensors.get("quantizer._levels")
-    if levels is not None and tuple(int(v) for v in levels.tolist()) != tuple(model.cfg.levels):
-        raise ValueError(f"checkpoint FSQ levels {levels.tolist()} differ from the config {list(model.cfg.levels)}")
+    stored_levels = tensors.get("quantizer._levels")
+    if stored_levels is not None and (stored_levels.numel() != len(levels) or stored_levels.dtype not in INDEX_DTYPES
+                                      or tuple(int(v) for v in stored_levels.flatten().tolist()) != tuple(levels)):
+        raise ValueError(f"checkpoint FSQ levels {stored_levels.flatten()[:16].tolist()} differ from the config "
+                         f"{list(levels)}")
     tensors = {k: v for k, v in tensors.items() if not _is_recomputable(k)}
-    params = dict(model.named_parameters())
-    missing = [k for k in params if k not in tensors]
-    unexpected = [k for k in tensors if k not in params]
+    missing = [k for k in shapes if k not in tensors]
+    unexpected = [k for k in tensors if k not in shapes]
     wrong = [
-        f"{k} {tuple(tensors[k].shape)}!={tuple(p.shape)}"
-        for k, p in params.items()
-        if k in tensors and tensors[k].shape != p.shape
+        f"{k} {tuple(tensors[k].shape)}!={shape}"
+        for k, shape in shapes.items()
+        if k in tensors and tuple(tensors[k].shape) != shape
     ]
     if missing or unexpected or wrong:
         parts = [
-            f"{label} ({len(names)}): {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+            f"{label} ({len(names)}): {', '.join(n[:80] for n in names[:4])}{' ...' if len(names) > 4 else ''}"
             for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
             if names
         ]
         raise ValueError("state dict does not match the InfoTok-Flex parameters: " + "; ".join(parts))
-    with torch.no_grad():
-        for k, p in params.items():
-            p.copy_(tensors[k])
+    return tensors

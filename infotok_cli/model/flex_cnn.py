@@ -8,38 +8,12 @@ release's state dict.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .flex import FlexConfig
-
-def down_plan(cfg: FlexConfig) -> tuple[list[bool], list[bool]]:
-    """(spatial, temporal) downsampling flags for encoder levels 0..n-2, as the release derives them."""
-    n = len(cfg.channels_mult)
-    log_patch = int(math.log2(cfg.patch_size))
-    n_s = int(math.log2(cfg.spatial_compression)) - log_patch
-    n_t = int(math.log2(cfg.temporal_compression)) - log_patch
-    return [i < n_s for i in range(n - 1)], [i < n_t for i in range(n - 1)]
-
-
-def up_plan(cfg: FlexConfig) -> tuple[list[bool], list[bool]]:
-    """(spatial, temporal) upsampling flags for decoder levels n-1..1 (in execution order)."""
-    n = len(cfg.channels_mult)
-    log_patch = int(math.log2(cfg.patch_size))
-    n_s = int(math.log2(cfg.spatial_compression)) - log_patch
-    n_t = int(math.log2(cfg.temporal_compression)) - log_patch
-    spatial, temporal = [], []
-    for level in reversed(range(1, n)):
-        r = n - level - 1  # the encoder level this upsampling mirrors
-        t_up = r < n_t if cfg.legacy_mode else 0 < r < n_t + 1
-        temporal.append(t_up)
-        spatial.append(t_up or (r < n_s and n_s > n_t))
-    return spatial, temporal
-
+from .flex_config import FlexConfig, down_plan, up_plan
 
 # ----------------------------------------------------------------------------------------------------------------
 # Haar wavelet patcher

@@ -27,9 +27,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import WeightsError
+from .bounds import parse_json
 from .catalog import imported_models, sha256_file, shipped_models, user_model_dir
-from .flex import FlexConfig, FlexTokenizer, load_release_state_dict
+from .flex import FlexConfig, FlexTokenizer, release_tensors
 from .store import FLEX_ARCHITECTURE, WEIGHTS_FORMAT, write_weights_file
+from .weights_header import read_header, skeleton
 
 # The released network configuration (`ours_discrete_video_4x8x8_256p_88`), used when no --config is given.
 RELEASE_CONFIG = {
@@ -55,6 +57,7 @@ Measure = Callable[[nn.Module], dict]
 def read_checkpoint(path: Path) -> dict:
     """The tensors of a checkpoint: safetensors, or a torch pickle read with weights_only=True."""
     if path.suffix == ".safetensors":
+        read_header(path)  # bounded and checked before safetensors reads it
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
@@ -64,8 +67,10 @@ def read_checkpoint(path: Path) -> dict:
     except pickle.UnpicklingError:
         raise WeightsError(f"{path}: the checkpoint holds objects other than tensors and plain data; it would "
                            "need a full unpickle, which can run arbitrary code, so it is refused") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
+        # a malformed zip or pickle stream surfaces as any of these; the message may be empty
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
 
 
 def read_config(path: Path | None) -> dict:
@@ -73,10 +78,14 @@ def read_config(path: Path | None) -> dict:
     if path is None:
         return RELEASE_CONFIG
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            data = parse_json(str(path), f.read(MAX_CONFIG_FILE_BYTES + 1))
     except (OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a readable JSON configuration ({exc})") from None
     return data.get("config", data) if isinstance(data, dict) else {}
+
+
+MAX_CONFIG_FILE_BYTES = 1 << 20  # the release's configuration is under 2 kB, a manifest with every shape ~60 kB
 
 
 def import_checkpoint(src: str | os.PathLike, name: str, *, config: str | os.PathLike | None = None,
@@ -98,13 +107,22 @@ def import_checkpoint(src: str | os.PathLike, name: str, *, config: str | os.Pat
     release = read_config(Path(config) if config is not None else None)
     try:
         cfg = FlexConfig.from_release(release)
-    except (ValueError, TypeError, KeyError) as exc:
+    except ValueError as exc:
         raise WeightsError(f"unsupported configuration: {exc}") from None
-    model = FlexTokenizer(cfg)
+    # The config is bounded; check the checkpoint against a meta-device model before allocating one.
+    shapes = {k: tuple(p.shape) for k, p in skeleton(lambda: FlexTokenizer(cfg), src).named_parameters()}
     try:
-        load_release_state_dict(model, read_checkpoint(src))
+        checked = release_tensors(read_checkpoint(src), shapes, cfg.levels)
     except ValueError as exc:
         raise WeightsError(f"{src}: {exc}") from None
+    model = FlexTokenizer(cfg)
+    try:
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                p.copy_(checked[k])
+    except RuntimeError as exc:  # e.g. a sparse or quantized tensor of the right shape
+        raise WeightsError(f"{src}: a tensor cannot be read as weights ({str(exc).splitlines()[0][:200]})") from None
+    del checked
     tensors = {k: v.detach().to(DTYPES[dtype]).contiguous() for k, v in model.state_dict().items()}
     parameters = sum(p.numel() for p in model.parameters())
     metadata = {"format": WEIGHTS_FORMAT, "architecture": FLEX_ARCHITECTURE, "name": name,

@@ -38,6 +38,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..constants import SPATIAL_STRIDE, TEMPORAL_STRIDE
+from .bounds import bounded_float, bounded_int, bounded_ints, bounded_text, mapping, parse_json, short
 from .infotok import InfoTok
 
 FEATURES = ("z", "zrms", "codes", "pix")
@@ -74,20 +75,54 @@ class HeadConfig:
 
     @classmethod
     def from_json(cls, text: str) -> HeadConfig:
-        d = {k: v for k, v in json.loads(text).items() if k in cls.__dataclass_fields__}
-        for key in ("dilations", "features", "curve_rates"):
+        """The config stored in a weights file's metadata, every field checked (ValueError): the file is
+        untrusted, and the sizes decide what building the head allocates."""
+        d = {k: v for k, v in mapping("router head config", parse_json("router head config", text)).items()
+             if k in cls.__dataclass_fields__}
+        ints = {"in_channels": (1, MAX_HEAD_CHANNELS), "width": (1, MAX_HEAD_CHANNELS)}
+        for key, (low, high) in ints.items():
             if key in d:
-                d[key] = tuple(d[key])
+                bounded_int(f"router head {key}", d[key], low, high)
+        if "dilations" in d:
+            d["dilations"] = bounded_ints("router head dilations", d["dilations"], 1, MAX_DILATION, 1, MAX_HEAD_BLOCKS)
+        if "features" in d:
+            features = d["features"]
+            if (not isinstance(features, list) or not features or len(set(map(str, features))) != len(features)
+                    or any(name not in FEATURES for name in features)):
+                raise ValueError(f"router head features={short(features)} must name some of {', '.join(FEATURES)}"
+                                 " once each")
+            d["features"] = tuple(features)
         if "dither" in d:
-            d["dither"] = tuple((float(rate), float(amount)) for rate, amount in d["dither"])
+            points = d["dither"]
+            if not isinstance(points, list) or not 1 <= len(points) <= MAX_SCHEDULE_POINTS or any(
+                    not isinstance(point, list) or len(point) != 2 for point in points):
+                raise ValueError(f"router head dither={short(points)} must be 1..{MAX_SCHEDULE_POINTS} "
+                                 "[rate, amount] pairs")
+            d["dither"] = tuple((bounded_float("router head dither rate", rate, 0.0, 1.0),
+                                 bounded_float("router head dither amount", amount, 0.0, 100.0))
+                                for rate, amount in points)
+        if "curve_rates" in d:
+            if not isinstance(d["curve_rates"], list) or len(d["curve_rates"]) > MAX_SCHEDULE_POINTS:
+                raise ValueError(f"router head curve_rates must be a list of at most {MAX_SCHEDULE_POINTS} rates")
+            d["curve_rates"] = tuple(bounded_float("router head curve rate", rate, 0.0, 1.0)
+                                     for rate in d["curve_rates"])
+        if "recipe" in d:
+            bounded_text("router head recipe", d["recipe"])
+        if "extra" in d:
+            mapping("router head extra", d["extra"])
         cfg = cls(**d)
         rates = [rate for rate, _ in cfg.dither]
         curve = list(cfg.curve_rates)
-        if (set(cfg.features) - set(FEATURES) or not cfg.dilations or cfg.width < 1 or not cfg.dither
-                or rates != sorted(rates) or any(amount < 0 for _, amount in cfg.dither)
-                or curve != sorted(set(curve)) or any(not 0 < rate < 1 for rate in curve)):
+        if rates != sorted(rates) or curve != sorted(set(curve)) or any(not 0 < rate < 1 for rate in curve):
             raise ValueError(f"unsupported router head config {text[:200]}")
         return cfg
+
+
+# Bounds of the head's config (the shipped head: 203 inputs, width 48, 3 blocks, 3 dither points, 12 rates).
+MAX_HEAD_CHANNELS = 4096
+MAX_HEAD_BLOCKS = 16
+MAX_DILATION = 64
+MAX_SCHEDULE_POINTS = 64
 
 
 @dataclass(frozen=True)

@@ -24,21 +24,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import WeightsError
-from .catalog import (
-    DEFAULT_MODEL,
-    WEIGHTS_DIR,
-    read_metadata,
-    resolve_model_path,
-    sha256_file,
-    shipped_models,
-    weights_identity,
-)
+from .bounds import mapping, parse_json
+from .catalog import DEFAULT_MODEL, WEIGHTS_DIR, resolve_model_path, sha256_file, shipped_models, weights_identity
 from .config import ModelConfig
 from .flex import FlexConfig, FlexTokenizer, load_release_state_dict
 from .infotok import InfoTok
 from .router_head import METADATA_KEY as HEAD_METADATA_KEY
 from .router_head import TENSOR_PREFIX as HEAD_PREFIX
-from .router_head import RouterHead, feature_channels, head_from_tensors, head_tensors
+from .router_head import HeadConfig, RouterHead, feature_channels, head_from_tensors, head_tensors
+from .weights_header import WeightsHeader, check_tensors, expected_tensors, read_header, skeleton
 
 WEIGHTS_FORMAT = "infotok-weights/1"
 FLEX_ARCHITECTURE = "infotok-flex"  # the `architecture` metadata of imported InfoTok-Flex weights
@@ -106,57 +100,79 @@ def write_weights_file(path: Path, tensors: dict[str, torch.Tensor], metadata: d
     return sha256_file(path)
 
 
+def read_metadata(path: str | Path) -> dict:
+    """A weights file's metadata, from its header alone (checked: model/weights_header.py)."""
+    return dict(read_header(path).metadata)
+
+
 def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model by shipped name or path (safetensors only), in eval mode on `device`."""
+    """Load a model by shipped name or path (safetensors only), in eval mode on `device`.
+
+    The file is untrusted: its config is bounded (ModelConfig.from_dict, HeadConfig.from_json) and the
+    model it describes, built on the meta device, must match the header's tensor names, shapes and dtypes
+    before the model is allocated and the data read. Anything else is a one-line WeightsError."""
     path = resolve_model_path(name_or_path)
-    meta = read_metadata(path)
+    header = read_header(path)
+    meta = header.metadata
     if meta.get("format") != WEIGHTS_FORMAT:
-        raise WeightsError(f"{path}: not an infotok weights file (format {meta.get('format')!r})")
+        raise WeightsError(f"{path}: not an infotok weights file (format {meta.get('format')!r:.80})")
     if meta.get("architecture") == FLEX_ARCHITECTURE:
-        return load_flex(path, meta, device)
+        return load_flex(path, header, device)
+    body = {k: v for k, v in header.tensors.items() if not k.startswith(HEAD_PREFIX)}
+    try:
+        config_dict = mapping("config", parse_json("config", meta["config"]))
+        if "layout" not in config_dict:  # written before the field existed: tell the layouts apart by name
+            config_dict["layout"] = "serial" if "enc_in.weight" in body else "residual"
+        config = ModelConfig.from_dict(config_dict)
+        e_ref = reference_error("e_ref", meta["e_ref"], allow_zero=True)
+        e_ref_probe = reference_error("e_ref_probe", meta["e_ref_probe"]) if "e_ref_probe" in meta else None
+        training = mapping("training", parse_json("training", meta.get("training", "{}") or "{}"))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: bad weights metadata ({exc})") from None
+    check_tensors(path, body, expected_tensors(skeleton(lambda: InfoTok(config), path)), {"F32"})
+    head_config = None
+    if HEAD_METADATA_KEY in meta:
+        try:
+            head_config = HeadConfig.from_json(meta[HEAD_METADATA_KEY])
+            expected = feature_channels(head_config.features, config.latent_dim, len(config.levels))
+            if head_config.in_channels != expected or config.layout != "residual":
+                raise ValueError(f"it reads {head_config.in_channels} channels, the model gives {expected}")
+        except ValueError as exc:
+            raise WeightsError(f"{path}: bad router head ({exc})") from None
+        head_shapes = expected_tensors(skeleton(lambda: RouterHead(head_config), path), HEAD_PREFIX)
+        check_tensors(path, {k: v for k, v in header.tensors.items() if k.startswith(HEAD_PREFIX)}, head_shapes,
+                      {"F32"}, "the router head config")
+    # Checked: allocate the model and read exactly the tensors the header listed.
+    model = InfoTok(config)
     tensors, head_group = {}, {}
     try:
         with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():
+            for key in body:
+                tensors[key] = f.get_tensor(key)
+            for key in header.tensors if head_config is not None else ():
                 if key.startswith(HEAD_PREFIX):
                     head_group[key[len(HEAD_PREFIX):]] = f.get_tensor(key)
-                else:
-                    tensors[key] = f.get_tensor(key)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
-    try:
-        config_dict = json.loads(meta["config"])
-        if "layout" not in config_dict:  # written before the field existed: tell the layouts apart by name
-            config_dict["layout"] = "serial" if "enc_in.weight" in tensors else "residual"
-        config = ModelConfig.from_dict(config_dict)
-        e_ref = float(meta["e_ref"])
-        e_ref_probe = float(meta["e_ref_probe"]) if "e_ref_probe" in meta else None
-        if e_ref_probe is not None and not (math.isfinite(e_ref_probe) and e_ref_probe > 0):
-            raise ValueError(f"e_ref_probe must be a positive number, got {e_ref_probe}")
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise WeightsError(f"{path}: bad weights metadata ({exc})") from None
-    model = InfoTok(config)
-    try:
-        missing, unexpected = model.load_state_dict(tensors, strict=False)
-    except RuntimeError:  # a tensor of the wrong shape for the config
-        raise WeightsError(f"{path}: weights do not match the config (tensor shapes differ)") from None
-    if missing or unexpected:
-        raise WeightsError(f"{path}: weights do not match the config (missing {len(missing)}, "
-                           f"unexpected {len(unexpected)} tensors)")
+    model.load_state_dict(tensors)
     model.eval().to(device)
     head = None
-    if HEAD_METADATA_KEY in meta:
+    if head_config is not None:
         try:
             head = head_from_tensors(meta[HEAD_METADATA_KEY], head_group).to(device)
-            expected = feature_channels(head.cfg.features, config.latent_dim, len(config.levels))
-            if head.cfg.in_channels != expected or config.layout != "residual":
-                raise ValueError(f"it reads {head.cfg.in_channels} channels, the model gives {expected}")
         except (ValueError, TypeError, KeyError) as exc:
             raise WeightsError(f"{path}: bad router head ({exc})") from None
-    training = json.loads(meta.get("training", "{}") or "{}")
     return LoadedModel(model=model, config=config, name=config.name, sha256=weights_identity(path, meta),
                        e_ref=e_ref, path=path, metadata={"training": training}, e_ref_probe=e_ref_probe,
                        router_head=head)
+
+
+def reference_error(name: str, value: str, allow_zero: bool = False) -> float:
+    """A reference error from the metadata: a finite positive number (0 where `allow_zero`: not measured)."""
+    number = float(value)
+    if not (math.isfinite(number) and (number > 0 or (allow_zero and number == 0))):
+        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value[:40]}")
+    return number
 
 
 MEASURED_FILE = WEIGHTS_DIR / "measured.json"  # quality and speed measured by `make bench`, per weights hash
@@ -197,30 +213,34 @@ def shipped_model_info() -> list[dict]:
     return out
 
 
-def load_flex(path: Path, meta: dict, device: str | torch.device) -> LoadedModel:
-    """An imported InfoTok-Flex model from its safetensors file (metadata already read)."""
+def load_flex(path: Path, header: WeightsHeader, device: str | torch.device) -> LoadedModel:
+    """An imported InfoTok-Flex model from its safetensors file (header already read), checked as
+    load_model checks infotok weights."""
+    meta = header.metadata
     try:
-        release = json.loads(meta["config"])
-        cfg = FlexConfig.from_release(release)
-        tensors = load_file(str(path))
-    except (KeyError, ValueError, TypeError, SafetensorError, OSError) as exc:
+        cfg = FlexConfig.from_release(parse_json("config", meta["config"]))
+        if meta.get("dtype", "float32") not in FLEX_DTYPES:
+            raise ValueError(f"dtype {meta['dtype'][:40]!r} (only {', '.join(FLEX_DTYPES)})")
+        stored = FLEX_DTYPES[meta.get("dtype", "float32")]
+        # e_ref_probe and the calibration: only where `models import --calibrate` measured them
+        e_ref = reference_error("e_ref", meta.get("e_ref", "0.0"), allow_zero=True)
+        e_ref_probe = reference_error("e_ref_probe", meta["e_ref_probe"]) if "e_ref_probe" in meta else None
+        calibration = parse_json("calibration", meta.get("calibration", "null"))
+    except (KeyError, ValueError, TypeError) as exc:
         raise WeightsError(f"{path}: bad InfoTok-Flex weights ({exc})") from None
+    check_tensors(path, header.tensors, expected_tensors(skeleton(lambda: FlexTokenizer(cfg), path)), {stored})
     model = FlexTokenizer(cfg)
     try:
+        tensors = load_file(str(path))
         load_release_state_dict(model, {k: v.float() for k, v in tensors.items()})
-    except ValueError as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: {exc}") from None
-    try:  # e_ref_probe and the calibration: only where `models import --calibrate` measured them
-        e_ref = float(meta.get("e_ref", 0.0))
-        e_ref_probe = float(meta["e_ref_probe"]) if "e_ref_probe" in meta else None
-        if e_ref_probe is not None and not (math.isfinite(e_ref_probe) and e_ref_probe > 0):
-            raise ValueError(f"e_ref_probe must be a positive number, got {e_ref_probe}")
-        calibration = json.loads(meta.get("calibration", "null"))
-    except ValueError as exc:
-        raise WeightsError(f"{path}: bad weights metadata ({exc})") from None
     model.eval().to(device)
     info = {k: meta.get(k) for k in ("source_file", "source_sha256", "parameters", "dtype")}
     return LoadedModel(model=model, config=cfg, name=meta.get("name", path.stem), sha256=sha256_file(path),
                        e_ref=e_ref, path=path, e_ref_probe=e_ref_probe,
                        metadata={"training": {}, "architecture": FLEX_ARCHITECTURE, **info,
                                  "calibration": calibration})
+
+
+FLEX_DTYPES = {"float32": "F32", "bfloat16": "BF16"}  # `models import --dtype` and the header's dtype names
