@@ -78,7 +78,7 @@ def window_arrays(i: int, shape: tuple[int, int, int], tokens: Any = None, keep:
             if n:
                 raise ContainerError(f"{what}: tokens hold {says} positions of keep ({n}); make them agree, or "
                                      f"leave keep out (then tokens != -1 is the mask)")
-    return np.ascontiguousarray(mask), tokens[mask].astype(np.uint16)
+    return np.require(mask, requirements=["C", "W"]), tokens[mask].astype(np.uint16)  # torch wants writable
 
 
 def _int_array(a: Any, what: str) -> np.ndarray:
