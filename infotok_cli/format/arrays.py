@@ -85,6 +85,8 @@ def _int_array(a: Any, what: str) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype.kind not in "iu":
         raise ContainerError(f"{what} must be integers, got {a.dtype}")
+    if a.dtype == np.uint64 and a.size and int(a.max()) > np.iinfo(np.int64).max:  # would wrap, even to -1
+        raise ContainerError(f"{what}: value {int(a.max())} is outside the codebook 0..{CODEBOOK_SIZE - 1}")
     return a.astype(np.int64, copy=False)
 
 
