@@ -17,7 +17,7 @@ test:
 	$(BIN)/python -m pytest
 
 lint:
-	$(BIN)/ruff check infotok_cli tests scripts
+	$(BIN)/ruff check infotok_cli tests scripts examples
 
 samples:
 	$(BIN)/python scripts/make_samples.py --out samples

@@ -1,8 +1,9 @@
 """infotok: compress videos into adaptive discrete tokens (InfoTok) and back.
 
-The Python API (docs/API.md) is importable from here: `load`, `compress`, `decompress`, `Tokenizer`,
-`TokenFile`, `TokenWindow`, `Tokens`. Each is imported on first use, so `import infotok_cli` (and the
-CLI's quick paths) do not pay for torch and PyAV; reading token files (`load`) never imports torch.
+The Python API (docs/API.md) is importable from here: `load`, `compress`, `decompress`, `pack`,
+`Tokenizer`, `TokenFile`, `TokenWindow`, `Tokens`, `Geometry`. Each is imported on first use, so
+`import infotok_cli` (and the CLI's quick paths) do not pay for torch and PyAV; reading token files
+(`load`) never imports torch.
 
 The package is layered; a module imports only from its own layer or lower ones (tests/test_layout.py):
 `constants`, `errors` < `format` < `io` < `model` < `coding` < `eval` < `report`, `train` <
@@ -15,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from .constants import __version__
 
-_TOKENS = ("load", "TokenFile", "TokenWindow", "Tokens")  # torch-free
-_API = ("compress", "decompress", "Tokenizer", *_TOKENS)
+_TOKENS = ("load", "TokenFile", "TokenWindow", "Tokens", "Geometry")  # torch-free
+_API = ("compress", "decompress", "pack", "Tokenizer", *_TOKENS)
 __all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import TokenFile, Tokenizer, Tokens, TokenWindow, compress, decompress, load  # noqa: F401
+    from .api import Geometry, TokenFile, Tokenizer, Tokens, TokenWindow, compress, decompress, load, pack  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -1,10 +1,10 @@
-"""The `infotok` command line: compress, decompress, inspect, export, visualize, eval and train.
+"""The `infotok` command line: compress, decompress, inspect, export, pack, visualize, eval and train.
 
 The CLI is a thin layer: every capability lives in a library function; a command parses options, checks
 inputs and outputs up front, calls one library function, shows progress and prints its result (laid
 out by `report.text`). This module holds the app, the options and checks the commands share, and the
 turning of errors into one-line messages with documented exit codes; the commands are in `coding`
-(compress, decompress), `files` (inspect, export, visualize, models, doctor) and `evaluation` (eval,
+(compress, decompress), `files` (inspect, export, pack, visualize, models, doctor) and `evaluation` (eval,
 train), batch mode in `batch`.
 
 Output conventions: `--json` prints exactly one JSON object on stdout (in batch mode one per line and
@@ -18,7 +18,7 @@ Exit codes:
   1  unexpected internal error (one line; INFOTOK_DEBUG=1 shows the traceback)
   2  usage error: unknown or invalid option or argument
   3  input not found, unreadable, or not a video
-  4  invalid or corrupt .itok file
+  4  invalid or corrupt .itok file, or token arrays that do not fit (codes, positions, shapes, windows)
   5  output already exists (pass --force to overwrite)
   6  model or weights problem (missing or unreadable weights, weights that do not match the file)
   7  batch: at least one input failed (each failure is reported with its own code; the others were done)
@@ -61,7 +61,7 @@ EXIT_BATCH = 7
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 internal error; 2 usage error; 3 input not found, unreadable or not a video; "
-    "4 invalid or corrupt .itok file; 5 output exists (use --force); 6 model/weights problem; "
+    "4 invalid or corrupt .itok file or token arrays; 5 output exists (use --force); 6 model/weights problem; "
     "7 batch: some inputs failed."
 )
 

@@ -268,7 +268,7 @@ def decompress_batch(args: BatchArgs, options: dict, model: str | None, device: 
                               args.skip_existing)
         from ..coding.tokenizer import TokenizerCache  # torch only now: mistakes above are reported at once
         from ..errors import WeightsError
-        from ..format.reader import read_header_and_index
+        from ..format.arrays import read_header_and_index
 
         models = TokenizerCache(model, device, precision)
         if model is not None and any(not (args.skip_existing and i.output.exists()) for i in items):

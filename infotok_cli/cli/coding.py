@@ -49,8 +49,8 @@ CompressInputs = Annotated[list[Path] | None, typer.Argument(
     show_default=False)]
 DecompressInputs = Annotated[list[Path] | None, typer.Argument(
     metavar="INPUT OUTPUT | INPUTS... -o DIR",
-    help="An .itok file and the video to write (.mp4, .m4v, .mov or .mkv); or, with -o DIR, any number "
-         "of .itok files (written as DIR/<name>.mp4).", show_default=False)]
+    help="An .itok file (or exported token arrays, .npz / .safetensors) and the video to write (.mp4, .m4v, "
+         ".mov or .mkv); or, with -o DIR, any number of them (written as DIR/<name>.mp4).", show_default=False)]
 BetaOpt = Annotated[float, typer.Option(min=1 / 16, max=1.0, help="Target keep rate (1/16..1).")]
 StrategyOpt = Annotated[Strategy | None, typer.Option(
     help="How the token budget is shared between windows. Default: global, or window for a model without a "
@@ -129,7 +129,7 @@ def decompress(inputs: DecompressInputs = None, model: DecodeModelOpt = None, de
         input, output = single_pair(inputs, ".itok files")
         require_input(input)
         require_output(output, force, [input], VIDEO_SUFFIXES)
-        from ..format.reader import read_header_and_index
+        from ..format.arrays import read_header_and_index
 
         header, _, _ = read_header_and_index(input)  # a bad file fails here, before torch is loaded
         tok = tokenizer_for(header, model, device.value, precision.value)

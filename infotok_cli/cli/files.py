@@ -1,4 +1,4 @@
-"""Commands on token files and the installation: `inspect`, `export`, `visualize`, `doctor`."""
+"""Commands on token files and the installation: `inspect`, `export`, `pack`, `visualize`, `doctor`."""
 
 from __future__ import annotations
 
@@ -42,8 +42,15 @@ from .batch import inspect_batch
 ExportFormat = enum.Enum("ExportFormat", {"npz": "npz", "safetensors": "safetensors"}, type=str)
 ItokArg = Annotated[Path, typer.Argument(help="The .itok file.", show_default=False)]
 InspectInputs = Annotated[list[Path] | None, typer.Argument(
-    metavar="INPUT...", help="The .itok file(s) to inspect (several: a report, or with --json one JSON line, "
-                             "per file).", show_default=False)]
+    metavar="INPUT...", help="The .itok file(s) or exported token arrays to inspect (several: a report, or with "
+                             "--json one JSON line, per file).", show_default=False)]
+ArraysArg = Annotated[Path, typer.Argument(
+    help="Token arrays as `export` writes them (.npz or .safetensors), tokens changed or generated.",
+    show_default=False)]
+PackOutArg = Annotated[Path, typer.Argument(help="The .itok file to write.", show_default=False)]
+PackModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", metavar="NAME|PATH",
+    help="The weights the tokens are for, when not installed under the name the arrays give.")]
 InspectJsonOpt = Annotated[bool, typer.Option(
     "--json", help="Print {summary, windows, frames, token_entropy} as JSON.")]
 FramesOpt = Annotated[bool, typer.Option("--frames", help="Also print the per-frame table.")]
@@ -66,8 +73,9 @@ SourceOpt = Annotated[Path | None, typer.Option(
 def inspect(inputs: InspectInputs = None, json_out: InspectJsonOpt = False, frames: FramesOpt = False,
             csv_path: FrameCsvOpt = None, plot: UsagePlotOpt = None, force: ForceOpt = False,
             from_list: FromListOpt = None, shard: ShardOpt = None) -> None:
-    """Token-usage statistics of an .itok file: usage and coded sizes from its index, and the entropy of its
-    tokens (every window is decoded for that; a window that does not decode is reported and left out)."""
+    """Token-usage statistics of an .itok file (or exported token arrays): usage and coded sizes from its index,
+    and the entropy of its tokens (every window is decoded for that; a window that does not decode is reported
+    and left out)."""
     if json_out and csv_path == "-":
         raise typer.BadParameter("--json and --csv - both want stdout; write the CSV to a file")
     if from_list is not None or shard is not None or len(inputs or []) != 1:
@@ -111,6 +119,25 @@ def export(input: ItokArg, output: ExportOutArg, fmt: ExportFormatOpt = None, fo
     from ..report.text import export_rows
 
     show_summary(f"{input.name} -> {output.name}", export_rows(result), quiet)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def pack(input: ArraysArg, output: PackOutArg, model: PackModelOpt = None, force: ForceOpt = False,
+         json_out: DescribeJsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Write token arrays (what `export` writes, with `tokens` changed or wholly generated) as an .itok file.
+    Each window's keep mask is its keep_<i> array, or tokens_<i> != -1 where that is left out; codes must be
+    in the codebook and shapes must match the metadata's geometry (see docs/USAGE.md)."""
+    with errors(codec_code=EXIT_CONTAINER):
+        require_input(input)
+        require_output(output, force, [input])
+        from ..coding.pack import pack_file
+
+        result = pack_file(input, output, model=model, overwrite=force)
+    if json_out:
+        return print_json(result)
+    from ..report.text import pack_rows
+
+    show_summary(f"{input.name} -> {output.name}", pack_rows(result), quiet)
 
 
 @app.command(epilog=EXIT_CODES_HELP)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import CodecError
+from ..format.arrays import open_tokens
 from ..format.chunks import read_audio_chunk
 from ..format.reader import ItokReader
 from ..io.video_writer import VideoWriter
@@ -98,10 +99,10 @@ class DecompressResult:
 def decompress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, lossless: bool = False,
                      overwrite: bool = False, progress: Progress | None = None,
                      audio: bool = True) -> DecompressResult:
-    """Decode the .itok file `src` to the video `dst` with the source's size, frame count and timing,
-    and (unless `audio` is false) the source's audio, muxed back as it was stored."""
+    """Decode the .itok file `src` (or the arrays `export` writes) to the video `dst` with the source's size,
+    frame count and timing, and (unless `audio` is false) the source's audio, muxed back as it was stored."""
     t0 = time.perf_counter()
-    with ItokReader(src) as reader:
+    with open_tokens(src) as reader:
         h = reader.header
         tok.check_weights(h.weights_sha256, h.model_name)
         fps = Fraction(h.fps_num, h.fps_den)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ..constants import SPATIAL_STRIDE, TEMPORAL_STRIDE
-from ..errors import CodecError, OptionError
+from ..errors import CodecError
+from ..format.header import check_window, plan_windows  # noqa: F401 (the format's rules, used here)
 
 Progress = Callable[[int, int], None]  # a progress callback: (frames done, frames total)
 
@@ -29,26 +30,6 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
 def padded_length(frames: int) -> int:
     """Smallest 1 + 4k that is >= frames."""
     return 1 + -(-(frames - 1) // TEMPORAL_STRIDE) * TEMPORAL_STRIDE
-
-
-def plan_windows(num_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
-    """(first frame, frame count) of each coding window; consecutive windows share `overlap` frames."""
-    check_window(window, overlap)
-    plan, start = [], 0
-    while True:
-        count = min(window, num_frames - start)
-        plan.append((start, count))
-        if start + count >= num_frames:
-            return plan
-        start += window - overlap
-
-
-
-def check_window(window: int, overlap: int) -> None:
-    if window < 1 or (window - 1) % TEMPORAL_STRIDE:
-        raise OptionError(f"--window must be 1 + 4k frames (e.g. 17, 33), got {window}")
-    if not 0 <= overlap < window or (window > 1 and overlap > (window - 1) // 2):
-        raise OptionError(f"--overlap must be between 0 and half the window, got {overlap}")
 
 
 def iter_windows(frames: Iterator[np.ndarray], num_frames: int, window: int, overlap: int

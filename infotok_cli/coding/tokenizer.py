@@ -23,9 +23,9 @@ import torch
 
 from ..constants import DEFAULT_PLACEMENT, PLACEMENTS, SPATIAL_STRIDE, TEMPORAL_STRIDE
 from ..errors import CodecError, OptionError, WeightsMismatchError
+from ..format.arrays import open_tokens
 from ..format.header import Header
-from ..format.reader import ItokReader
-from ..format.tokens import Tokens, TokenWindow
+from ..format.tokens import Geometry, Tokens, TokenWindow
 from ..model.catalog import imported_models, model_for_file, shipped_models
 from ..model.infotok import InfoTok
 from ..model.router_head import dithered_score, extract_features, window_summary
@@ -309,9 +309,16 @@ class Tokenizer:
                                                        a.indices[keep].numpy().astype(np.uint16)))
         return out
 
+    def geometry(self, width: int, height: int, num_frames: int, fps: float | str, *, window: int = 33,
+                 overlap: int = 3) -> Geometry:
+        """The `Geometry` of a clip of this size, frame count and rate coded by this model: its windows' latent
+        grids (`latent_shapes`) are what `Tokens.from_arrays` takes for it."""
+        return Geometry.for_video(width, height, num_frames, fps, self.name, self.sha256, window=window,
+                                  overlap=overlap)
+
     def decode(self, tokens: Tokens | Any) -> np.ndarray:
-        """Tokens (from `encode` or `load`) -> frames uint8 `[T, H, W, 3]`, exactly as `decompress` decodes
-        them (window overlaps blended)."""
+        """Tokens (from `encode`, `load` or `Tokens.from_arrays`) -> frames uint8 `[T, H, W, 3]`, exactly as
+        `decompress` decodes them (window overlaps blended)."""
         self.check_weights(tokens.weights_sha256, tokens.model_name)
         out = np.empty((tokens.num_frames, tokens.height, tokens.width, 3), dtype=np.uint8)
         count = 0
@@ -333,8 +340,8 @@ class Tokenizer:
 
     def decompress_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = False,
                         **options: Any) -> DecompressResult:
-        """Decode the .itok file `src` to the video `dst` (options: lossless, audio, progress)."""
-        with ItokReader(src) as reader:
+        """Decode the .itok file (or export) `src` to the video `dst` (options: lossless, audio, progress)."""
+        with open_tokens(src) as reader:
             header = reader.header
         self.check_weights(header.weights_sha256, header.model_name)
         return decompress_video(src, dst, self, overwrite=force, **options)

@@ -8,13 +8,14 @@ The export needs no infotok to read. Arrays, for window i (numbered with six dig
 * `padded_frames`: int64 `[windows]`, frames repeated at the end of a window to reach 1 + 4k;
 * `latent_shapes`: int64 `[windows, 3]`, (t, h, w) of each window;
 * `pts`: int64 `[frames]`, source timestamps in units of `time_base`;
-* metadata (JSON): geometry, fps, time base, model name and weights hash, coding parameters, counts.
+* metadata (JSON): geometry, fps, time base, aspect ratio, model name and weights hash, coding
+  parameters, the header's free-form `extra`, counts.
   In an `.npz` it is the 0-d string array `metadata`; in a `.safetensors` file the header metadata
   key `infotok`.
 
 The `.npz` is written window by window (memory: one window); a `.safetensors` file is assembled in
 memory (its format puts all offsets first). This module writes to a stream; `io.files.export_tokens`
-writes a file atomically.
+writes a file atomically. `arrays.py` reads an export back (`infotok pack`, `decompress`, `inspect`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..constants import CODEBOOK_SIZE
+from .arrays import EXPORT_FORMAT
 from .tokens import DROPPED, TokenFile
 
 FORMATS = ("npz", "safetensors")
-EXPORT_FORMAT = "infotok-tokens/1"
 
 
 def format_for(path: str | os.PathLike, fmt: str | None) -> str:
@@ -49,8 +50,9 @@ def format_for(path: str | os.PathLike, fmt: str | None) -> str:
 
 def metadata(tf: TokenFile) -> dict[str, Any]:
     """What a consumer of the arrays needs to know, JSON-friendly."""
-    return {"format": EXPORT_FORMAT, "file": tf.path.name, **tf.info(), "codebook_size": CODEBOOK_SIZE,
-            "dropped_token": DROPPED, "window_key_digits": 6}
+    h = tf.header
+    return {"format": EXPORT_FORMAT, "file": tf.path.name, **tf.info(), "sar": f"{h.sar_num}/{h.sar_den}",
+            "extra": h.extra, "codebook_size": CODEBOOK_SIZE, "dropped_token": DROPPED, "window_key_digits": 6}
 
 
 def _index_arrays(tf: TokenFile) -> dict[str, np.ndarray]:

@@ -1,6 +1,6 @@
 """The HEADER chunk and the index's window records: the data model of an .itok file, the header's
 MessagePack codec (every field validated, docs/FORMAT.md section 5) and the window geometry rules that
-writer and reader share (sections 6 and 7).
+writer and reader share (sections 6 and 7), and how a video is cut into windows (`plan_windows`).
 
 Every file is treated as untrusted: sizes are bounded before anything is allocated, and every problem
 surfaces as a `ContainerError` with a one-line message.
@@ -18,7 +18,7 @@ import msgpack
 import numpy as np
 
 from ..constants import SPATIAL_STRIDE, STRATEGIES, TEMPORAL_STRIDE
-from ..errors import ContainerError
+from ..errors import ContainerError, OptionError
 from .layout import (
     MASK_PACKED,
     MAX_DIM,
@@ -323,3 +323,25 @@ def check_window_geometry(
             )
     return latent_shape(header, frame_count, padded_frames)
 
+
+# ----------------------------------------------------------------------------- window plan
+
+
+def plan_windows(num_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """(first frame, frame count) of each coding window; consecutive windows share `overlap` frames."""
+    check_window(window, overlap)
+    plan, start = [], 0
+    while True:
+        count = min(window, num_frames - start)
+        plan.append((start, count))
+        if start + count >= num_frames:
+            return plan
+        start += window - overlap
+
+
+def check_window(window: int, overlap: int) -> None:
+    """The coding window's length (1 + 4k frames) and overlap (at most half of it)."""
+    if window < 1 or (window - 1) % TEMPORAL_STRIDE:
+        raise OptionError(f"--window must be 1 + 4k frames (e.g. 17, 33), got {window}")
+    if not 0 <= overlap < window or (window > 1 and overlap > (window - 1) // 2):
+        raise OptionError(f"--overlap must be between 0 and half the window, got {overlap}")

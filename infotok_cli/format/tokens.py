@@ -1,5 +1,6 @@
-"""Tokens as data: an .itok file's windows (`TokenFile`, opened by `load`) and tokens made in memory
-(`Tokens`), with each window's keep mask and codes on its latent grid.
+"""Tokens as data: an .itok file's windows (`TokenFile`, opened by `load`; an export's arrays open the same
+way) and tokens made in memory (`Tokens`: by `Tokenizer.encode`, or from arrays with `Tokens.from_arrays`),
+with each window's keep mask and codes on its latent grid.
 
 Reading tokens needs neither torch nor PyAV: only the container reader. Layout everywhere: a window's
 `keep` is bool `[t, h, w]` and `tokens` is int32 `[t, h, w]`, the code (0..63999) at kept positions and
@@ -17,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ContainerError
+from .arrays import ArraysReader, Geometry, open_tokens, window_arrays
 from .header import Header, WindowMeta
 from .reader import ItokReader
 
-__all__ = ["DROPPED", "TokenFile", "TokenWindow", "Tokens", "load"]
+__all__ = ["DROPPED", "Geometry", "TokenFile", "TokenWindow", "Tokens", "load"]
 
 DROPPED = -1  # the token value at dropped positions in `TokenWindow.tokens`
 
@@ -127,7 +130,8 @@ class _ClipInfo:
 
 @dataclass
 class Tokens(_ClipInfo):
-    """Tokens of frames encoded in memory by `Tokenizer.encode` (same window layout as a `TokenFile`)."""
+    """Tokens held in memory (same window layout as a `TokenFile`): made by `Tokenizer.encode`, or built
+    from arrays by `Tokens.from_arrays` (which also sets `header`, the container header `pack` writes)."""
 
     width: int
     height: int
@@ -139,14 +143,54 @@ class Tokens(_ClipInfo):
     model_name: str
     weights_sha256: str
     windows: list[TokenWindow] = field(default_factory=list)
+    header: Header | None = None  # timing and the rest of the container header; None from `encode`
 
     @property
     def latent_hw(self) -> tuple[int, int]:
         return self.windows[0].latent_shape[1:] if self.windows else (0, 0)
 
+    @property
+    def fps(self) -> Fraction | None:
+        return None if self.header is None else Fraction(self.header.fps_num, self.header.fps_den)
+
+    @classmethod
+    def from_arrays(cls, geometry: Geometry, tokens: list[Any] | None = None, *, keep: list[Any] | None = None,
+                    sequences: list[tuple[Any, Any]] | None = None) -> Tokens:
+        """Tokens from plain arrays, one entry per window of `geometry` (`Geometry.from_file(path)`, or
+        `Tokenizer.geometry(...)` / `Geometry.for_video(...)`):
+
+        * `tokens`: int `[t, h, w]` per window, the code (0..63999) at kept positions and -1 at dropped
+          ones; `keep` (bool `[t, h, w]` per window, optional) must then agree with it;
+        * or `sequences`: `(positions int [k, 3] of (t, y, x), codes int [k])` per window, as
+          `TokenWindow.sequence()` returns them.
+
+        A window may keep any number of tokens. Raises ContainerError (one line) for a code outside the
+        codebook, a position outside the latent grid, a shape that does not match the geometry or a
+        missing window.
+        """
+        if (tokens is None) == (sequences is None):
+            raise ContainerError("give either tokens (one array per window) or sequences (one per window)")
+        given = list(tokens if tokens is not None else sequences)  # type: ignore[arg-type]
+        masks = list(keep) if keep is not None else [None] * len(given)
+        n = len(geometry.windows)
+        if len(given) != n or len(masks) != n:
+            raise ContainerError(f"the geometry has {n} windows, but {len(given)} arrays"
+                                 + ("" if keep is None else f" and {len(masks)} keep masks") + " were given")
+        h = geometry.header
+        out = cls(width=h.width, height=h.height, num_frames=h.num_frames, window=h.window, overlap=h.overlap,
+                  beta=h.beta, strategy=h.strategy, model_name=h.model_name, weights_sha256=h.weights_sha256,
+                  header=h)
+        for i, ((start, count, padded), shape) in enumerate(zip(geometry.windows, geometry.latent_shapes)):
+            if tokens is not None:
+                mask, kept = window_arrays(i, shape, given[i], masks[i])
+            else:
+                mask, kept = window_arrays(i, shape, sequence=given[i])
+            out.windows.append(TokenWindow.from_arrays(i, start, count, padded, mask, kept))
+        return out
+
 
 class TokenFile(_ClipInfo):
-    """An open .itok file (see `load`). Use as a context manager, or call `close()`.
+    """An open .itok file, or an export's arrays (see `load`). Use as a context manager, or call `close()`.
 
     `header` is the full container header; the common fields are attributes. `windows` lists every
     window (tokens read lazily, then kept); `iter_windows()` yields them without keeping them, for
@@ -155,10 +199,12 @@ class TokenFile(_ClipInfo):
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._reader: ItokReader | None = ItokReader(self.path)
+        self._reader: ItokReader | ArraysReader | None = open_tokens(self.path)
         self.header: Header = self._reader.header
         self.file_size: int = self._reader.file_size
         self.version: tuple[int, int] = self._reader.version
+        r = self._reader
+        self.format_version = r.format if isinstance(r, ArraysReader) else f"{self.version[0]}.{self.version[1]}"
         self._meta: list[WindowMeta] = list(self._reader.windows)
         self.windows = [self._window(m) for m in self._meta]
 
@@ -205,7 +251,7 @@ class TokenFile(_ClipInfo):
             "padded_height": h.padded_height, "temporal_stride": h.temporal_stride,
             "spatial_stride": h.spatial_stride, "latent_hw": list(h.latent_hw), "windows": len(self.windows),
             "tokens_kept": self.tokens_kept, "tokens_possible": self.tokens_possible,
-            "format_version": f"{self.version[0]}.{self.version[1]}", "encoder_version": h.encoder_version,
+            "format_version": self.format_version, "encoder_version": h.encoder_version,
         }
 
     def close(self) -> None:
@@ -225,6 +271,7 @@ class TokenFile(_ClipInfo):
 
 
 def load(path: str | os.PathLike) -> TokenFile:
-    """Open an .itok file: header and index are read and validated now, tokens when a window is used.
-    Raises `ContainerError` (one-line message) for anything wrong with the file."""
+    """Open an .itok file, or the `.npz` / `.safetensors` arrays `export` writes: header and index are read
+    and validated now (an export's windows too), tokens when a window is used. Raises `ContainerError`
+    (one-line message) for anything wrong with the file."""
     return TokenFile(path)

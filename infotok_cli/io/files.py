@@ -1,5 +1,6 @@
-"""Token files on disk, written atomically: an `.itok` file (`itok_writer`) and an export of its tokens to
-`.npz` / `.safetensors` (`export_tokens`). The bytes are the format layer's; the file-system policy (an
+"""Token files on disk, written atomically: an `.itok` file (`itok_writer`), an export of its tokens to
+`.npz` / `.safetensors` (`export_tokens`) and tokens held in memory packed into an `.itok` file
+(`write_tokens`). The bytes are the format layer's; the file-system policy (an
 output appears complete under its name, or not at all) is here.
 """
 
@@ -13,11 +14,11 @@ from typing import Any
 from ..errors import ContainerError, OutputExistsContainerError
 from ..format.export import format_for, write_export
 from ..format.header import Header, pack_header
-from ..format.tokens import TokenFile
+from ..format.tokens import TokenFile, Tokens
 from ..format.writer import ItokWriter
 from .atomic import AtomicFile, OutputExistsError
 
-__all__ = ["export_tokens", "itok_writer"]
+__all__ = ["export_tokens", "itok_writer", "write_tokens"]
 
 
 def itok_writer(path: str | os.PathLike, header: Header, *, overwrite: bool = False) -> ItokWriter:
@@ -54,3 +55,20 @@ def export_tokens(src: str | os.PathLike, dst: str | os.PathLike, fmt: str | Non
         described = write_export(tf, out.file, fmt)
     return {"input": str(src), "output": str(dst), **described, "file_bytes": Path(dst).stat().st_size,
             "seconds": time.perf_counter() - t0}
+
+
+def write_tokens(tokens: Tokens | TokenFile, header: Header, dst: str | os.PathLike, *,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Write the windows of `tokens` under `header` to the .itok file `dst` (atomically; each window coded
+    in its smallest form, as `compress` writes it); returns what was written. Raises ContainerError when
+    a window does not fit the header (nothing is written)."""
+    with itok_writer(dst, header, overwrite=overwrite) as writer:
+        for w in tokens.windows:
+            writer.write_window(w.frame_start, w.frame_count, w.padded_frames, w.keep, w.kept_tokens)
+        metas = writer.windows
+    kept, possible = sum(m.kept for m in metas), sum(m.capacity for m in metas)
+    return {"output": str(dst), "windows": len(metas), "frames": header.num_frames, "width": header.width,
+            "height": header.height, "tokens_kept": kept, "tokens_possible": possible,
+            "keep_rate": kept / possible, "window_keep_rates": [m.kept / m.capacity for m in metas],
+            "model_name": header.model_name, "weights_sha256": header.weights_sha256,
+            "file_bytes": Path(dst).stat().st_size}

@@ -16,6 +16,7 @@ import numpy as np
 from ..constants import FSQ_LEVELS, TEMPORAL_STRIDE
 from ..errors import ContainerError
 from ..eval.codebook import token_entropy
+from ..format.arrays import ArraysReader, open_tokens
 from ..format.chunks import read_audio_chunk, read_quality
 from ..format.header import Header, WindowMeta
 from ..format.reader import ItokReader
@@ -153,18 +154,19 @@ def summarize(header: Header, windows: list[WindowMeta], file_size: int, name: s
 
 
 def inspect_file(path: str | Path) -> Inspection:
-    """Statistics of an .itok file from its index, the token entropy of its decoded tokens, and the target
-    and per-window PSNR of a --target-psnr file (summary `target_psnr`, `psnr_mean`, `psnr_min`,
-    `windows_short`; window `psnr`) and the kept audio stream (summary `audio`) when the file has those chunks."""
-    with ItokReader(path) as r:
+    """Statistics of an .itok file (or an export: its sizes are the arrays' stored bytes) from its index,
+    the token entropy of its decoded tokens, and the target and per-window PSNR of a --target-psnr file
+    (summary `target_psnr`, `psnr_mean`, `psnr_min`, `windows_short`; window `psnr`) and the kept audio
+    stream (summary `audio`) when the file has those chunks."""
+    with open_tokens(path) as r:
         header, windows, size = r.header, r.windows, r.file_size
         quality = read_quality(r)
         audio = audio_summary(r)
         entropy_stats = token_entropy_of(r)
-        version = r.version
+        version = r.format if isinstance(r, ArraysReader) else f"{r.version[0]}.{r.version[1]}"
     insp = Inspection(summarize(header, windows, size, Path(path).name), window_rows(windows),
                       frame_rows(header, windows), entropy_stats)
-    insp.summary["format_version"] = f"{version[0]}.{version[1]}"
+    insp.summary["format_version"] = version
     if quality is not None:
         insp.summary.update(target_psnr=quality.target_psnr, max_bpp16=quality.max_bpp16,
                             psnr_mean=sum(quality.psnr) / len(quality.psnr), psnr_min=min(quality.psnr),

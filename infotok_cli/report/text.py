@@ -88,6 +88,16 @@ def export_rows(r: dict) -> list[tuple[str, str]]:
     ]
 
 
+def pack_rows(r: dict) -> list[tuple[str, str]]:
+    """Summary of a pack (`coding.pack.pack_file`)."""
+    return [
+        ("frames", f"{r['frames']} ({r['width']}x{r['height']}), {r['windows']} windows"),
+        ("tokens kept", f"{r['tokens_kept']:,} / {r['tokens_possible']:,} ({r['keep_rate']:.1%})"),
+        ("model", f"{r['model_name']} (weights {r['weights_sha256'][:12]})"),
+        ("file size", human_size(r["file_bytes"])),
+    ]
+
+
 def visualize_rows(r: dict, model: str, output_bytes: int) -> list[tuple[str, str]]:
     """Summary of a visualization (`report.visualize.visualize`)."""
     return [
