@@ -37,7 +37,8 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.
 
     Options as on the command line: beta (0.5), strategy (the model's default: "global", or "window" for
     an uncalibrated imported model), window (33), overlap (3), model, device, placement (the model's
-    default: "probe-gain", "error" for InfoTok-Flex), precision ("auto"), force; `progress` takes a
+    default: "predicted" for weights with a learned router head, such as infotok-m; "probe-gain" for
+    other infotok weights; "error" for InfoTok-Flex), precision ("auto"), force; `progress` takes a
     `(frames done, frames total)` callback. Pass a `tokenizer` to reuse a loaded model across calls (its
     own placement and precision then apply).
     """
