@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test lint samples bench train clean fuzz
+.PHONY: install test lint samples bench train clean fuzz fuzz-weights
 
 install:
 	$(PY) -m venv $(VENV)
@@ -65,6 +65,13 @@ fuzz:
 	mkdir -p $(FUZZ_DIR)/corpus
 	$(BIN)/python scripts/fuzz_itok.py -runs=$(FUZZ_RUNS) -timeout=1 -rss_limit_mb=2048 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_ARGS) $(FUZZ_DIR)/corpus
+
+# Hostile model configurations and weights files (scripts/fuzz_weights.py, the generators of
+# tests/test_model_untrusted.py at a larger count): exits 1 on any internal error, a case over 10 s, or a
+# peak over 1 GiB.
+FUZZ_WEIGHTS_CASES ?= 2000
+fuzz-weights:
+	$(BIN)/python scripts/fuzz_weights.py --cases $(FUZZ_WEIGHTS_CASES) --hang 10 --max-rss-mb 1024
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
