@@ -16,7 +16,7 @@ The score the head learns is dropped - sent x e_ref / e_ref_probe (Tokenizer.ana
 model runs in float32 unless --bf16. Windows are written atomically, so training can read the folder
 while it fills.
 
-    python scripts/router_head_data.py --out router-data --seed 0 --minutes 20
+    python -m infotok_cli.train.router_head data --out router-data --seed 0 --minutes 20
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ import av
 import numpy as np
 import torch
 
-from infotok_cli.coding.router import position_error, probe_errors, probe_half
-from infotok_cli.io.video import iter_frames, probe_video
-from infotok_cli.model.router_head import extract_features
-from infotok_cli.model.store import load_model
-from infotok_cli.train.data import find_videos, split_train_val
+from ...coding.router import position_error, probe_errors, probe_half
+from ...io.video import iter_frames, probe_video
+from ...model.router_head import extract_features
+from ...model.store import load_model
+from ..data import find_videos, split_train_val
+from . import PROG
 
 
 def scaled_crop(frames: list[np.ndarray], short: int, size: int, rng: random.Random, flip: bool
@@ -58,7 +59,7 @@ def scaled_crop(frames: list[np.ndarray], short: int, size: int, rng: random.Ran
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog=f"{PROG} data", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/train")
     ap.add_argument("--out", required=True)
     ap.add_argument("--model", default="infotok-m")
