@@ -18,8 +18,8 @@ from pathlib import Path
 import av
 import torch
 
-from .. import __version__
 from ..coding.precision import choose_precision, cpu_info, native_bf16
+from ..constants import __version__
 
 # The repository checkout the package runs from: the report and its default inputs (docs/, samples/,
 # ../shared/data/train, tests/data/) are relative to it, and its commands run there.
