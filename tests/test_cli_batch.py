@@ -3,7 +3,6 @@ runs with --skip-existing, and --shard partitions."""
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import pytest
 from test_cli_app import ENV, assert_fails, infotok
 from typer.testing import CliRunner
 
-from infotok_cli.cli import batch
 from infotok_cli.cli.app import app
 from infotok_cli.format.reader import read_header_and_index
 from infotok_cli.io.video import probe_video
@@ -37,42 +35,6 @@ def clips(make_shared_video) -> list[Path]:
     corrupt = paths[0].parent / "corrupt.mp4"
     corrupt.write_bytes(paths[0].read_bytes()[:300])  # a truncated real file
     return [paths[0], corrupt, paths[1], paths[2]]
-
-
-# ----------------------------------------------------------------------------- library
-
-
-def test_shards_partition_the_inputs() -> None:
-    items = [f"clip{i}.mp4" for i in range(11)]
-    for n in range(1, 6):
-        shards = [batch.select_shard(items, (k, n)) for k in range(n)]
-        assert sorted(x for s in shards for x in s) == sorted(items)  # every input, exactly once
-        assert max(map(len, shards)) - min(map(len, shards)) <= 1
-        assert shards == [batch.select_shard(items, batch.parse_shard(f"{k}/{n}")) for k in range(n)]
-    for bad in ("3/3", "-1/2", "1/0", "1", "a/b", "1/2/3"):
-        with pytest.raises(ValueError, match="--shard"):
-            batch.parse_shard(bad)
-
-
-def test_lists_plans_and_outcomes(tmp_path: Path) -> None:
-    listing = tmp_path / "list.txt"
-    listing.write_text("# clips\n a.mp4 \n\nsub/b.mp4\n# done\n")
-    assert batch.read_list(listing) == ["a.mp4", "sub/b.mp4"]
-    assert batch.read_list("-", io.StringIO("x.mp4\n\ny.mp4\n")) == ["x.mp4", "y.mp4"]
-    assert batch.unique([Path("a.mp4"), Path("./a.mp4"), Path("b.mp4")]) == [Path("a.mp4"), Path("b.mp4")]
-    with pytest.raises(ValueError, match="would both write"):
-        batch.plan([Path("x/a.mp4"), Path("y/a.mkv")], tmp_path, ".itok")
-    items = batch.plan([Path("a.mp4"), Path("b.mp4"), Path("c.mp4")], tmp_path, ".itok")
-    (tmp_path / "c.itok").write_bytes(b"done")
-
-    def work(item: batch.BatchItem) -> dict:
-        if item.input.name == "b.mp4":
-            raise ValueError("broken")
-        return {"name": item.input.name}
-
-    outcomes = list(batch.run(items, work, skip_existing=True))
-    assert [o.status for o in outcomes] == ["ok", "failed", "skipped"]
-    assert outcomes[0].result == {"name": "a.mp4"} and str(outcomes[1].error) == "broken"
 
 
 # ----------------------------------------------------------------------------- command line

@@ -14,8 +14,9 @@ import ray
 
 import infotok_cli
 from infotok_cli.api import Tokenizer
+from infotok_cli.io.batch import gather
 from infotok_cli.io.video import iter_frames
-from infotok_cli.ray_data import tokenize_paths
+from infotok_cli.ray_data import TokenizeWorker, tokenize_paths
 
 OPTIONS = {"window": 9, "overlap": 1, "beta": 0.5, "strategy": "window"}
 FLEX_FIXTURE = Path(__file__).resolve().parent / "data" / "infotok-flex"
@@ -84,6 +85,35 @@ def test_workers_write_itok_files_and_return_tokens(local_ray: None, videos: lis
         assert np.asarray(row["window_frame_ranges"]).tolist() == [[w.frame_start, w.frame_count]
                                                                    for w in expected.windows]
     assert by_path[str(videos[3])]["status"] == "failed"
+
+
+def test_rows_follow_the_command_lines_batch_rules(videos: list[Path], tiny_weights: Path, tmp_path: Path) -> None:
+    """One actor called directly (no cluster): outputs named <stem>.itok, an existing one skipped, a bad file
+    failed in its row, every path kept as given."""
+    out = tmp_path / "itok"
+    out.mkdir()
+    (out / "ray-b.itok").write_bytes(b"already there")
+    worker = TokenizeWorker(str(tiny_weights), "cpu", str(out), "path", True, OPTIONS)
+    columns = worker({"path": np.array([str(v) for v in videos])})
+    rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+    assert [r["path"] for r in rows] == [str(v) for v in videos]
+    assert [r["status"] for r in rows] == ["ok", "skipped", "ok", "failed"]
+    assert [r["output"] for r in rows] == [*(str(out / f"ray-{k}.itok") for k in "abc"), ""]
+    assert (out / "ray-b.itok").read_bytes() == b"already there" and rows[1]["frames"] == 0
+    assert "ray-corrupt.mp4" in rows[3]["error"] and rows[3]["tokens_kept"] == 0
+
+
+def test_paths_are_planned_like_a_command_line_batch(local_ray: None, videos: list[Path], tiny_weights: Path,
+                                                     tmp_path: Path) -> None:
+    clash = tmp_path / "other" / "ray-a.mkv"
+    with pytest.raises(ValueError, match="would both write"):  # refused before any work
+        tokenize_paths([videos[0], clash], out_dir=tmp_path / "clash", model=tiny_weights)
+    assert not (tmp_path / "clash").exists()
+    listed = [*videos[:3], videos[0]]  # a repeat is dropped before sharding, as on the command line
+    rows = tokenize_paths(listed, shard="1/2", out_dir=tmp_path / "s1", model=tiny_weights, device="cpu",
+                          **OPTIONS).take_all()
+    assert sorted(r["path"] for r in rows) == sorted(map(str, gather(listed, shard="1/2"))) == [str(videos[1])]
+    assert [r["status"] for r in rows] == ["ok"]
 
 
 def test_workers_run_an_imported_flex_model(local_ray: None, videos: list[Path], tmp_path: Path) -> None:

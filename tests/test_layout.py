@@ -28,6 +28,7 @@ PREFIX_RANKS = {
     "infotok_cli.report": 6,
     "infotok_cli.train": 6,
     "infotok_cli.integrations": 7,
+    "infotok_cli.bench": 7,  # a developer tool: the library below it, the command line only as a subprocess
     "infotok_cli.api": 7,
     "infotok_cli.ray_data": 7,  # the documented alias of integrations.ray_data
     "infotok_cli.cli": 8,

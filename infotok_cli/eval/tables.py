@@ -1,5 +1,5 @@
 """The evaluation's tables, torch-free: cell formatting and the columns of the averages and of the router
-against the search, shared by `markdown_table` (scripts/bench.py) and the command line's Rich tables."""
+against the search, shared by `markdown_table` (the bench, infotok_cli/bench/) and the command line's Rich tables."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def average_cells(a: dict) -> list[str]:
 
 
 def markdown_table(report) -> str:
-    """The averages as a Markdown table (scripts/bench.py; the CLI prints the same columns with Rich)."""
+    """The averages as a Markdown table (the bench; the CLI prints the same columns with Rich)."""
     head = [name for name, _ in AVERAGE_COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(average_cells(a)) + " |" for a in report.averages()]

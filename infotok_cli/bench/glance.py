@@ -1,10 +1,11 @@
 """Regenerate the README's "Quality and speed at a glance" table from docs/BENCHMARKS.md.
 
-`make bench` runs this after scripts/bench.py, so every figure in that table comes from the last bench
-report and none is typed by hand. Only the table and the line that dates it are rewritten; the prose
-around them is left alone. A section the bench skipped gives a row of "-" rather than a stale figure.
+The one step that writes the README: `make glance` runs it after `make bench` (which writes only its
+report), so every figure in that table comes from the last bench report and none is typed by hand. Only
+the table and the line that dates it are rewritten; the prose around them is left alone. A section the
+bench skipped gives a row of "-" rather than a stale figure. Reads and writes text only (no torch).
 
-    python scripts/readme_glance.py [--bench docs/BENCHMARKS.md] [--readme README.md]
+    python -m infotok_cli.bench.glance [--bench docs/BENCHMARKS.md] [--readme README.md]
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def render(readme: str, bench: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m infotok_cli.bench.glance", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bench", default="docs/BENCHMARKS.md")
     ap.add_argument("--readme", default="README.md")
     args = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """Training data for the router head: the head's inputs and the probe-gain targets of random windows.
 
 For random 256x256 windows (17 frames by default; random scale of the short side, random crop, random
-horizontal flip) of the training clips (the train side of train.split_train_val: the held-back
+horizontal flip) of the training clips (the train side of train.held_back_split: the held-back
 validation clips, which include the dev set's four, are excluded), runs the frozen tokenizer and writes
 one .npz per window to --out:
 
@@ -16,7 +16,7 @@ The score the head learns is dropped - sent x e_ref / e_ref_probe (Tokenizer.ana
 model runs in float32 unless --bf16. Windows are written atomically, so training can read the folder
 while it fills.
 
-    python scripts/router_head_data.py --out router-data --seed 0 --minutes 20
+    python -m infotok_cli.train.router_head data --out router-data --seed 0 --minutes 20
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ import av
 import numpy as np
 import torch
 
-from infotok_cli.coding.router import position_error, probe_errors, probe_half
-from infotok_cli.io.video import iter_frames, probe_video
-from infotok_cli.model.router_head import extract_features
-from infotok_cli.model.store import load_model
-from infotok_cli.train.data import find_videos, split_train_val
+from ...coding.router import position_error, probe_errors, probe_half
+from ...io.video import iter_frames, probe_video
+from ...model.router_head import extract_features
+from ...model.store import load_model
+from ..data import find_videos, held_back_split
+from . import PROG
 
 
 def scaled_crop(frames: list[np.ndarray], short: int, size: int, rng: random.Random, flip: bool
@@ -58,7 +59,7 @@ def scaled_crop(frames: list[np.ndarray], short: int, size: int, rng: random.Ran
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog=f"{PROG} data", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/train")
     ap.add_argument("--out", required=True)
     ap.add_argument("--model", default="infotok-m")
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train, val = split_train_val(find_videos([args.data]), 0.1)
+    train, val = held_back_split(find_videos([args.data]))
     print(f"train clips {len(train)}, excluded (val) {[v.name for v in val]}", file=sys.stderr)
     loaded = load_model(args.model)
     model = loaded.model.for_inference_(torch.bfloat16 if args.bf16 else torch.float32)

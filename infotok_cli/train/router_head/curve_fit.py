@@ -1,4 +1,4 @@
-"""Fit the router head's rate curve on the lines of scripts/router_head_curves.py and report how well it
+"""Fit the router head's rate curve on the lines of `curves` and report how well it
 predicts, on windows of held-out training clips.
 
 The curve is linear in the standardised window summary (router_head.window_summary): one ridge
@@ -9,8 +9,9 @@ and 3 dB below each window's full-rate PSNR and at fixed targets, on each window
 (linear between the measured rates): with the curve (the full-rate decode only where the search needs
 it) against without it (the full-rate decode, then the secant search from half the window).
 
-    python scripts/router_head_curve_fit.py --data curves.jsonl
-    python scripts/router_head_curve_fit.py --data curves.jsonl --attach infotok_cli/weights/infotok-m.safetensors
+    python -m infotok_cli.train.router_head curve-fit --data curves.jsonl
+    python -m infotok_cli.train.router_head curve-fit --data curves.jsonl \
+        --attach infotok_cli/weights/infotok-m.safetensors
 """
 
 from __future__ import annotations
@@ -18,17 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from infotok_cli.coding.rate import tokens_for_quality
-from infotok_cli.model.router_head import SUMMARY_FEATURES, HeadConfig, RateCurve, RouterHead
-from infotok_cli.model.store import add_router_head, load_model, read_metadata
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from router_head_train import is_val  # noqa: E402
+from ...coding.rate import tokens_for_quality
+from ...model.router_head import SUMMARY_FEATURES, HeadConfig, RateCurve, RouterHead
+from ...model.store import add_router_head, load_model, read_metadata
+from . import PROG
+from .fit import is_val
 
 MIN_DROP = 0.02  # dB: drops below this (noise at high rates) are fitted as this
 OFFSETS = (0.5, 1.5, 3.0)  # targets below each window's full-rate PSNR
@@ -121,7 +120,7 @@ def attach(weights: str, params: dict, rates: tuple[float, ...], summary: dict) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog=f"{PROG} curve-fit", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", nargs="+", required=True)
     ap.add_argument("--ridge", type=float, default=1.0)
     ap.add_argument("--val-fraction", type=float, default=0.15)

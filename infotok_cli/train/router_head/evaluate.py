@@ -6,13 +6,13 @@ one window, `window` strategy: every placement keeps k = round(rate x N) tokens.
 sqrt(MSE over the video)) of the window decoded from the kept tokens, as a receiver decodes it, averaged
 over clips. Placements: probe-gain (the default), error (the paper's), random (uniform, seeded 0 per clip
 and rate) and predicted (the router head, exactly as `compress --placement predicted` places tokens) for
-the model's own head and each `--head FILE` (a head written by scripts/router_head_train.py).
+the model's own head and each `--head FILE` (a head written by `fit`).
 
 Timing: seconds per window of `Tokenizer.analyse` (encode and placement, no entropy coding or I/O) per
 placement, and of the encoder alone against the encoder with the head, medians of --runs on the first
 clip, in the precision `auto` picks.
 
-    python scripts/router_head_eval.py --model infotok-m [--head FILE ...] [--json out.json]
+    python -m infotok_cli.train.router_head eval --model infotok-m [--head FILE ...] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,17 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infotok_cli.coding.geometry import padded_length, to_model_input
-from infotok_cli.coding.rate import tokens_for_rate
-from infotok_cli.coding.router import random_mask, top_k_mask
-from infotok_cli.coding.tokenizer import Tokenizer, WindowAnalysis
-from infotok_cli.eval.clips import prepare
-from infotok_cli.io.video import iter_frames
-from infotok_cli.model.router_head import dithered_score, extract_features, load_head_file
-from infotok_cli.model.store import load_model
-from infotok_cli.train.data import dev_clips
-
-ROOT = Path(__file__).resolve().parent.parent
+from ...coding.geometry import padded_length, to_model_input
+from ...coding.rate import tokens_for_rate
+from ...coding.router import random_mask, top_k_mask
+from ...coding.tokenizer import Tokenizer, WindowAnalysis
+from ...eval.clips import prepare
+from ...io.video import iter_frames
+from ...model.router_head import dithered_score, extract_features, load_head_file
+from ...model.store import load_model
+from ..data import dev_clips
+from . import PROG, ROOT
 
 
 def median_seconds(fn, runs: int) -> float:
@@ -52,7 +51,7 @@ def median_seconds(fn, runs: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog=f"{PROG} eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="Shipped model name or .safetensors path.")
     ap.add_argument("--head", action="append", default=[], help="A router head file to compare (repeatable).")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "train"),

@@ -1,7 +1,7 @@
 """Rate curves for the router head's rate estimate: PSNR against keep rate of random training windows.
 
-For random windows of the training clips (the train side of train.split_train_val, as
-router_head_data.py: the held-back clips, which include the dev set's, are excluded; random frame count
+For random windows of the training clips (the train side of train.held_back_split, as
+`data`: the held-back clips, which include the dev set's, are excluded; random frame count
 of --frames, random crop of --sizes at a random scale, random horizontal flip), runs compress's own
 path with placement `predicted` (Tokenizer.analyse, Tokenizer.choose: the head's dithered top k) and
 decodes each window at every keep rate of --rates and with all tokens. Appends one JSON line per window
@@ -12,9 +12,9 @@ to --out:
   rates, counts, psnr   keep rate, token count and PSNR of each probe
   meta     clip, start, frames, size, crop, flip, precision, seconds
 
-scripts/router_head_train.py --curves fits the head's rate curve on these lines.
+`curve-fit` fits the head's rate curve on these lines.
 
-    python scripts/router_head_curves.py --out curves.jsonl --seed 0 --minutes 30
+    python -m infotok_cli.train.router_head curves --out curves.jsonl --seed 0 --minutes 30
 """
 
 from __future__ import annotations
@@ -30,18 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infotok_cli.coding.tokenizer import Tokenizer
-from infotok_cli.io.video import iter_frames, probe_video
-from infotok_cli.train.data import find_videos, split_train_val
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from router_head_data import scaled_crop  # noqa: E402
+from ...coding.tokenizer import Tokenizer
+from ...io.video import iter_frames, probe_video
+from ..data import find_videos, held_back_split
+from . import PROG
+from .data import scaled_crop
 
 RATES = (0.0625, 0.09375, 0.125, 0.1875, 0.25, 0.3125, 0.375, 0.4375, 0.5, 0.625, 0.75, 0.875)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog=f"{PROG} curves", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/train")
     ap.add_argument("--out", required=True)
     ap.add_argument("--model", default="infotok-m")
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     lengths = [int(f) for f in args.frames.split(",")]
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    train, val = split_train_val(find_videos([args.data]), 0.1)
+    train, val = held_back_split(find_videos([args.data]))
     print(f"train clips {len(train)}, excluded (val) {[v.name for v in val]}", file=sys.stderr)
     tok = Tokenizer(args.model, placement="predicted")
     infos = {p: probe_video(p) for p in train}
