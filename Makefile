@@ -70,12 +70,12 @@ fuzz:
 	$(BIN)/python scripts/fuzz_itok.py -runs=$(FUZZ_RUNS) -timeout=1 -rss_limit_mb=2048 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_ARGS) $(FUZZ_DIR)/corpus
 
-# Hostile model configurations and weights files (scripts/fuzz_weights.py, the generators of
+# Hostile model configurations and weights files (tests/fuzz_weights.py, the generators of
 # tests/test_model_untrusted.py at a larger count): exits 1 on any internal error, a case over 10 s, or a
 # peak over 1 GiB.
 FUZZ_WEIGHTS_CASES ?= 2000
 fuzz-weights:
-	$(BIN)/python scripts/fuzz_weights.py --cases $(FUZZ_WEIGHTS_CASES) --hang 10 --max-rss-mb 1024
+	$(BIN)/python tests/fuzz_weights.py --cases $(FUZZ_WEIGHTS_CASES) --hang 10 --max-rss-mb 1024
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Weights and configurations as untrusted input: generated hostile configurations (infotok, InfoTok-Flex,
 router head) and hostile stored metadata and headers are refused with one line (ValueError from a config,
 WeightsError from a file, exit code 6 from the CLI) before anything large is allocated, or load a model
-within the bounds. scripts/fuzz_weights.py runs the same generators for longer and measures time and memory."""
+within the bounds. tests/fuzz_weights.py runs the same generators for longer and measures time and memory."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ weights files with hostile stored metadata (written to a temporary folder, then 
 internal errors (any exception but ValueError / WeightsError), cases slower than `--hang` seconds, and the
 process's peak resident memory; exits 1 if any internal error or hang occurred or memory passed `--max-rss-mb`.
 
-Usage: python scripts/fuzz_weights.py [--cases 2000] [--hang 10] [--max-rss-mb 1024]
+Usage: python tests/fuzz_weights.py [--cases 2000] [--hang 10] [--max-rss-mb 1024]
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("INFOTOK_HOME", tempfile.mkdtemp(prefix="fuzz-weights-"))
 
-import test_model_untrusted as gen  # noqa: E402  (the generators)
+import test_model_untrusted as gen  # noqa: E402  (the generators; this folder is on sys.path when run as a script)
 
 from infotok_cli.errors import WeightsError  # noqa: E402
 from infotok_cli.model.config import ModelConfig  # noqa: E402
