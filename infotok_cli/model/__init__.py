@@ -8,10 +8,23 @@ the release's checkpoint loader) and `flex_cnn` (its wavelet patcher and causal 
 May import: torch, rank 0 (`constants`, `errors`), `format` and `io`. Nothing from coding up.
 """
 
-from .config import ModelConfig
-from .fsq import FSQ
-from .infotok import InfoTok, count_parameters, grow
-from .store import DEFAULT_MODEL, WEIGHTS_DIR, LoadedModel, WeightsError, load_model, save_weights
+from __future__ import annotations
 
-__all__ = ["DEFAULT_MODEL", "FSQ", "WEIGHTS_DIR", "InfoTok", "LoadedModel", "ModelConfig", "WeightsError",
-           "count_parameters", "grow", "load_model", "save_weights"]
+import importlib
+from typing import Any
+
+# Loaded on first use, so that `model.catalog` (which commands without torch use) imports no torch.
+_HOMES = {"ModelConfig": "config", "FSQ": "fsq", "InfoTok": "infotok", "count_parameters": "infotok",
+          "grow": "infotok", "DEFAULT_MODEL": "catalog", "WEIGHTS_DIR": "catalog", "LoadedModel": "store",
+          "WeightsError": "store", "load_model": "store", "save_weights": "store"}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -20,6 +20,7 @@ from ..format.arrays import ArraysReader, open_tokens
 from ..format.chunks import read_audio_chunk, read_quality
 from ..format.header import Header, WindowMeta
 from ..format.reader import ItokReader
+from ..model.catalog import models_with_identity
 
 
 @dataclass
@@ -127,6 +128,8 @@ def summarize(header: Header, windows: list[WindowMeta], file_size: int, name: s
         "duration_seconds": header.num_frames / fps if fps else 0.0,
         "model": header.model_name,
         "weights_sha256": header.weights_sha256,
+        # the installed models with the weights these tokens need (model/catalog.py), the named one first
+        "decodes_with": models_with_identity(header.weights_sha256, prefer=header.model_name),
         # the precision the encoder ran in (files written before it was recorded: None)
         "precision": header.extra.get("precision"),
         "strategy": header.strategy,

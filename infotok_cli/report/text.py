@@ -131,6 +131,8 @@ def inspect_report(console: Console, insp, show_frames: bool) -> None:
         ("geometry", f"{s['width']}x{s['height']}, {s['frames']} frames"),
         ("frame rate", f"{s['fps']} ({s['fps_value']:.3f} fps), {s['duration_seconds']:.2f} s"),
         ("model", f"{s['model']} (weights {s['weights_sha256'][:12]})"),
+        ("decodes with", ", ".join(s["decodes_with"]) if s.get("decodes_with") else
+         "no installed model has these weights (import them: `infotok models import`)"),
         ("coding", (f"target PSNR {s['target_psnr']:g} dB" if s.get("target_psnr") is not None else
                     f"strategy {s['strategy']}, beta {s['beta']:g}")
                    + (f", placement {s['placement']}" if s.get("placement") else "")
