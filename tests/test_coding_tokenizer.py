@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from infotok_cli.coding.compress import compress_video
 from infotok_cli.coding.decompress import decompress_video, iter_decoded
 from infotok_cli.coding.geometry import check_window, iter_windows, plan_windows, to_frames, to_model_input
-from infotok_cli.coding.rate import release_token_count, tokens_for_rate
+from infotok_cli.coding.rate import tokens_for_rate
 from infotok_cli.coding.router import top_k_mask
 from infotok_cli.coding.tokenizer import Tokenizer
 from infotok_cli.constants import MIN_RATE
@@ -407,6 +407,6 @@ def test_release_token_count_matches_the_release_arithmetic() -> None:
         for rate in (0.0625, 0.1, 0.25, 0.3, 0.33, 0.5, 0.7, 0.75, 0.9, 0.99):
             q = (1 - torch.tensor(rate, dtype=torch.float32)).clamp(0, 1)
             index = int((q * (n - 1)).long().clamp(0, n - 1))
-            assert release_token_count(rate, n) == n - 1 - index
-            assert abs(release_token_count(rate, n) - tokens_for_rate(rate, n)) <= 1
-        assert release_token_count(1.0, n) == n
+            assert FlexTokenizer.keep_count(rate, n) == n - 1 - index
+            assert abs(FlexTokenizer.keep_count(rate, n) - tokens_for_rate(rate, n)) <= 1
+        assert FlexTokenizer.keep_count(1.0, n) == n

@@ -186,3 +186,29 @@ def test_format_layer_imports_neither_torch_nor_pyav(module: str) -> None:
             "assert not heavy, heavy")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+FAMILY_WORDS = ("flex", "infotok_m", "infotok_s", "serial")  # model families and infotok-s's layout
+FAMILY_CLASSES = {"InfoTok", "FlexTokenizer", "FlexConfig", "ModelConfig"}
+
+
+def test_the_coding_engine_names_no_model_family() -> None:
+    """coding/ reaches a model only through model/family.py's surface, so a new family needs no change there."""
+    found = []
+    for name, path in modules().items():
+        if not name.startswith("infotok_cli.coding"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Name):
+                names = [node.id]
+            elif isinstance(node, ast.Attribute):
+                names = [node.attr]
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.arg)):
+                names = [getattr(node, "name", None) or getattr(node, "arg", "")]
+            for ident in names:
+                if ident in FAMILY_CLASSES or any(w in ident.lower() for w in FAMILY_WORDS):
+                    found.append(f"{name}:{node.lineno} {ident}")
+    assert not found, found

@@ -10,15 +10,15 @@ the target (`tokens_for_quality`), optionally capped (`--max-bpp16`).
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..constants import MIN_RATE, STRATEGIES
 from ..errors import OptionError
+from ..model.family import tokens_for_rate
 
-__all__ = ["MIN_RATE", "QualitySearch", "check_budget", "check_quality_options", "rates_for", "release_token_count",
-           "tokens_for_quality", "tokens_for_rate", "video_rates", "window_rate"]
+__all__ = ["MIN_RATE", "QualitySearch", "check_budget", "check_quality_options", "rates_for", "tokens_for_quality",
+           "tokens_for_rate", "video_rates", "window_rate"]
 
 
 def check_budget(strategy: str, beta: float) -> None:
@@ -39,29 +39,6 @@ def check_quality_options(target_psnr: float | None, max_bpp16: float | None) ->
         if not (math.isfinite(max_bpp16) and MIN_RATE + 1 / 16 <= max_bpp16 <= 1 + 1 / 16):
             raise OptionError(f"--max-bpp16 must be between 0.125 and 1.0625 (keep 1/16..1), got {max_bpp16}")
 
-
-
-def tokens_for_rate(rate: float, capacity: int) -> int:
-    """k = round(rate x N), at least 1 so a window is never empty."""
-    return max(1, min(capacity, int(round(rate * capacity))))
-
-
-def release_token_count(rate: float, capacity: int) -> int:
-    """The count the released InfoTok-Flex code keeps: the positions strictly above the sorted error at
-    index floor((1 - rate) (N - 1)), computed in float32 as it does, i.e. N - 1 - that index (without
-    ties). It differs from round(rate x N) by at most one. Keep 1 keeps everything here (the release
-    then decodes without a mask); at least one token."""
-    if rate >= 1:
-        return capacity
-    q = min(1.0, max(0.0, as_float32(1.0 - as_float32(rate))))
-    index = min(capacity - 1, max(0, math.floor(as_float32(q * (capacity - 1)))))
-    return max(1, capacity - 1 - index)
-
-
-def as_float32(value: float) -> float:
-    """`value` rounded to float32 (products and differences of float32 numbers are exact in a Python
-    float, so rounding them once gives float32 arithmetic)."""
-    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def window_rate(strategy: str, beta: float, window_error: float, reference_error: float) -> float:

@@ -21,21 +21,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..constants import DEFAULT_PLACEMENT, PLACEMENTS, SPATIAL_STRIDE, TEMPORAL_STRIDE
+from ..constants import PLACEMENTS, SPATIAL_STRIDE, TEMPORAL_STRIDE
 from ..errors import CodecError, OptionError, WeightsMismatchError
 from ..format.arrays import open_tokens
 from ..format.header import Header
 from ..format.tokens import Geometry, Tokens, TokenWindow
 from ..model.catalog import imported_models, model_for_file, shipped_models
-from ..model.infotok import InfoTok
+from ..model.family import TokenizerModel
 from ..model.router_head import dithered_score, extract_features, window_summary
-from ..model.store import FLEX_ARCHITECTURE, LoadedModel, load_model
+from ..model.store import LoadedModel, load_model
 from .compress import CompressResult, compress_video
 from .decompress import DecompressResult, MemoryReader, decompress_video, iter_decoded
 from .geometry import check_window, padded_size, plan_windows, to_frames, to_model_input
 from .metrics import psnr_video
 from .precision import Precision, resolve_device, resolve_precision
-from .rate import check_budget, rates_for, release_token_count, tokens_for_rate
+from .rate import check_budget, rates_for
 from .router import position_error, probe_errors, probe_half, top_k_mask
 
 CHUNK_PIXELS = 1 << 22  # pixels per chunk of the per-frame convolution stages
@@ -84,7 +84,7 @@ class Tokenizer:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
         self.precision = resolve_precision(precision, self.device)
-        self.model: InfoTok = self.loaded.model.to(self.device).for_inference_(self.precision.dtype)
+        self.model: TokenizerModel = self.loaded.model.to(self.device).for_inference_(self.precision.dtype)
         self.head = self.loaded.router_head
         self.placement = placement or self.default_placement
         if self.placement == "predicted":
@@ -112,17 +112,10 @@ class Tokenizer:
         return self.loaded.sha256
 
     @property
-    def is_flex(self) -> bool:
-        return self.loaded.metadata.get("architecture") == FLEX_ARCHITECTURE
-
-    @property
     def default_placement(self) -> str:
-        """`error` for InfoTok-Flex (a decode costs it 240 GFLOP per frame: the paper's one-decode router);
-        `predicted` for weights that carry a learned router head (within 0.15 dB of probe-gain on the dev
-        set, no decode: docs/MODEL_CARD.md); else probe-gain."""
-        if self.is_flex:
-            return "error"
-        return "predicted" if self.head is not None else DEFAULT_PLACEMENT
+        """`predicted` for weights that carry a learned router head (within 0.15 dB of probe-gain on the dev
+        set, no decode: docs/MODEL_CARD.md); else the model family's own (model/family.py)."""
+        return "predicted" if self.head is not None else self.model.default_placement
 
     @property
     def default_strategy(self) -> str:
@@ -131,11 +124,9 @@ class Tokenizer:
         return "global" if self.loaded.e_ref > 0 else "window"
 
     def token_count(self, rate: float, capacity: int) -> int:
-        """Tokens a window of `capacity` positions keeps at `rate`: round(rate x N), or for InfoTok-Flex the
-        released code's count (rate.release_token_count), so its placement keeps what the authors' does."""
-        if self.is_flex:
-            return release_token_count(rate, capacity)
-        return tokens_for_rate(rate, capacity)
+        """Tokens a window of `capacity` positions keeps at `rate`, by the model family's rule (round(rate x
+        N), or a released model's own count, so that its placement keeps what the authors' code does)."""
+        return self.model.keep_count(rate, capacity)
 
     def check_weights(self, sha256: str, model_name: str) -> None:
         """Raise WeightsMismatchError (a WeightsError and a CodecError) unless this model's weights are
@@ -188,8 +179,7 @@ class Tokenizer:
         """Size the per-frame 2-D stages' chunks to about 4 Mpixels, so peak memory does not grow with
         the frame size times the window length (results do not depend on the chunk size)."""
         chunk = max(1, CHUNK_PIXELS // (TEMPORAL_STRIDE * height * width))
-        if hasattr(self.model.encoder, "frame_chunk"):  # infotok-m; InfoTok-Flex bounds its attention itself
-            self.model.encoder.frame_chunk = self.model.decoder.frame_chunk = chunk
+        self.model.bound_memory(chunk)
 
     def _decode(self, codes: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         with self.autocast():

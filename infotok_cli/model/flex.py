@@ -42,6 +42,8 @@ Two quirks of the release that this file reproduces on purpose:
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import Any
 
 import torch
@@ -353,10 +355,27 @@ class FlexTokenizer(nn.Module):
         """indices [B, t, h, w] -> codes [B, 6, t, h, w]."""
         return self.quantizer.indices_to_codes(indices)
 
-    # What the tokenizer engine (coding.tokenizer) calls on any model family.
+    # What the tokenizer engine calls on any model family (model/family.py).
+    default_placement = "error"  # a decode costs this model 240 GFLOP per frame: the paper's one-decode router
+
     def for_inference_(self, dtype: torch.dtype) -> FlexTokenizer:
         """Eval mode. The weights stay float32: autocast casts them per call, and the norms need float32."""
         return self.eval()
+
+    @staticmethod
+    def keep_count(rate: float, capacity: int) -> int:
+        """The count the release keeps (keep_mask's rule without ties): the positions strictly above the
+        sorted error at index floor((1 - rate) (N - 1)), computed in float32 as it does, i.e. N - 1 - that
+        index. It differs from round(rate x N) by at most one. Keep 1 keeps everything here (the release
+        then decodes without a mask); at least one token."""
+        if rate >= 1:
+            return capacity
+        q = min(1.0, max(0.0, as_float32(1.0 - as_float32(rate))))
+        index = min(capacity - 1, max(0, math.floor(as_float32(q * (capacity - 1)))))
+        return max(1, capacity - 1 - index)
+
+    def bound_memory(self, latent_frames_per_chunk: int) -> None:
+        """Nothing to do: this model bounds its attention's memory itself."""
 
     def decode_indices(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Token indices [B, t, h, w] (values at dropped positions are ignored) -> frames."""
@@ -396,6 +415,12 @@ class FlexTokenizer(nn.Module):
             return recon, None
         keep = self.keep_mask(self.chunk_loss(x, recon), rate)
         return self.decode(codes, keep), keep
+
+
+def as_float32(value: float) -> float:
+    """`value` rounded to float32 (products and differences of float32 numbers are exact in a Python
+    float, so rounding them once gives float32 arithmetic)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .family import tokens_for_rate
 from .fsq import FSQ
 from .layers import Decoder, Encoder, RMSNorm, TokenTransformer, decoder_blocks
 
@@ -64,6 +65,14 @@ class InfoTok(nn.Module):
         self.quantizer = FSQ(cfg.levels)
         self.decoder = Decoder(cfg)
 
+    # What the tokenizer engine calls on any model family (model/family.py).
+    default_placement = "probe-gain"  # without a learned router head: two probe decodes per window
+    keep_count = staticmethod(tokens_for_rate)
+
+    def bound_memory(self, latent_frames_per_chunk: int) -> None:
+        """Run the per-frame 2-D stages this many latent frames at a time (results do not depend on it)."""
+        self.encoder.frame_chunk = self.decoder.frame_chunk = latent_frames_per_chunk
+
     def for_inference_(self, dtype: torch.dtype) -> InfoTok:
         """Prepare the model to run under autocast to `dtype` (in place; returns it): eval mode, the
         convolution and linear weights stored in `dtype` (autocast would cast them to it on every call,
@@ -95,14 +104,26 @@ class InfoTok(nn.Module):
 
     def pre_codes(self, x: torch.Tensor) -> torch.Tensor:
         """frames -> the values entering FSQ [B,t,h,w,6] (training watches their range)."""
-        z = self.encoder(x).permute(0, 2, 3, 4, 1)  # [B,t,h,w,D]
         if self.cfg.layout == "serial":
-            z = self.compressor(self.enc_in(z))
-        else:
-            if self.adaptive:
-                z = z + self.compressor_out(self.compressor(self.compressor_in(z)))
-            z = self.code_norm(z)
-        return self.to_code(z)
+            return self.to_code(self.compressor(self.enc_in(self.encoder(x).permute(0, 2, 3, 4, 1))))
+        return self.to_code(self.latent(x)[0])
+
+    def latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames -> (the normalised latent that enters the code map [B,t,h,w,D], the float32 mean square
+        it was divided by [B,t,h,w,1]); residual layout only."""
+        z = self.encoder(x).permute(0, 2, 3, 4, 1)  # [B,t,h,w,D]
+        if self.adaptive:
+            z = z + self.compressor_out(self.compressor(self.compressor_in(z)))
+        return self.code_norm.normalise(z)
+
+    def encode_with_latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`encode` (the same arithmetic, so the same codes and indices) that also returns `latent`'s two
+        tensors, which the learned router head reads: (codes, indices, latent, mean square)."""
+        if self.cfg.layout != "residual":
+            raise ValueError("the router head needs a model with the residual layout")
+        z, mean_square = self.latent(x)
+        codes, indices = self.quantizer(self.to_code(z))
+        return codes, indices, z, mean_square
 
     def decode(self, codes: torch.Tensor, keep: torch.Tensor | None = None, frame_stride: int = 1) -> torch.Tensor:
         """codes [B,t,h,w,6] and keep mask [B,t,h,w] (True = sent) -> frames [B,3,T,H,W] (with

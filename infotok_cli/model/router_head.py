@@ -259,17 +259,11 @@ def pixel_stats(x: torch.Tensor) -> torch.Tensor:
 
 
 def extract_features(model: InfoTok, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Encode frames [B,3,T,H,W] step by step (the arithmetic of InfoTok.encode, so codes and indices are
-    exactly its) and keep what the head reads. Returns (features, codes [B,t,h,w,6], indices [B,t,h,w]).
+    """Encode frames [B,3,T,H,W] with the model's own encode (InfoTok.encode_with_latent) and keep what the
+    head reads. Returns (features, codes [B,t,h,w,6], indices [B,t,h,w]).
     Runs under the caller's autocast."""
-    if model.cfg.layout != "residual":
-        raise ValueError("the router head needs a model with the residual layout")
-    z = model.encoder(x).permute(0, 2, 3, 4, 1)  # [B,t,h,w,D]
-    if model.adaptive:
-        z = z + model.compressor_out(model.compressor(model.compressor_in(z)))
-    z, mean_square = model.code_norm.normalise(z)  # the log RMS from code_norm's own pass over z
-    log_rms = mean_square.add_(1e-6).log_().mul_(0.5)
-    codes, indices = model.quantizer(model.to_code(z))
+    codes, indices, z, mean_square = model.encode_with_latent(x)
+    log_rms = mean_square.add_(1e-6).log_().mul_(0.5)  # the log RMS from code_norm's own pass over z
     # [B,C,t,h,w] views of channels-last memory: the head's convolutions run fastest on that layout
     features = {
         "z": z.float().permute(0, 4, 1, 2, 3),
