@@ -131,9 +131,10 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
     selection = InputOptions.parse(scale, start, duration)  # before any input is read
     t0 = time.perf_counter()
     with source_path(src) as path:
-        info, cut = select(probe_video(path), selection)
+        probed = probe_video(path)
         if os.fspath(src) == STDIN:
-            info.name = STDIN_NAME
+            probed.name = STDIN_NAME
+        info, cut = select(probed, selection)
         track, audio_note = None, None
         if audio and info.has_audio:
             try:

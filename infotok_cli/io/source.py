@@ -32,7 +32,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import OptionError, VideoError
+from ..errors import AudioError, OptionError, VideoError
 from ..format.chunks import AudioTrack
 from ..format.layout import MAX_DIM, MAX_RATIONAL
 from .video import VideoInfo
@@ -220,6 +220,12 @@ def source_path(src: str | os.PathLike[str], stdin: BinaryIO | None = None) -> I
                 shutil.copyfileobj(stream, spool, 1 << 20)
             except OSError as exc:
                 raise VideoError(f"-: cannot read the video from stdin ({exc.strerror or exc})") from None
-        yield Path(name)
+            if spool.tell() == 0:
+                raise VideoError("-: stdin is empty (0 bytes), no video was piped in")
+        try:
+            yield Path(name)
+        except (VideoError, AudioError, OptionError) as exc:  # name the input as the user gave it, not the spool
+            text = str(exc).replace(name, STDIN).replace(os.path.basename(name), STDIN_NAME)
+            raise type(exc)(text) from exc
     finally:
         os.unlink(name)
