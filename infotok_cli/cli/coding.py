@@ -42,6 +42,7 @@ from .app import (
     require_output,
     show_progress,
     show_summary,
+    skip_teardown,
     tokenizer_for,
 )
 from .batch import BatchArgs, compress_batch, decompress_batch, single_pair
@@ -103,6 +104,7 @@ def compress(inputs: CompressInputs = None, beta: BetaOpt = 0.5, strategy: Strat
              from_list: FromListOpt = None, skip_existing: SkipExistingOpt = False, shard: ShardOpt = None,
              force: ForceOpt = False, json_out: BatchJsonOpt = False, quiet: QuietOpt = False) -> None:
     """Compress a video into an .itok token file (or many videos into a directory, loading the model once)."""
+    skip_teardown()
     check_window_options(window, overlap)
     with errors(codec_code=EXIT_INPUT):
         from ..coding.rate import check_quality_options
@@ -151,6 +153,7 @@ def decompress(inputs: DecompressInputs = None, model: DecodeModelOpt = None, de
                json_out: BatchJsonOpt = False, quiet: QuietOpt = False) -> None:
     """Decode an .itok file back to a video with the source's size, frame count and timing (or many files
     into a directory)."""
+    skip_teardown()
     options = {"lossless": lossless, "audio": not no_audio}
     container = fmt and fmt.value
     batch = BatchArgs(inputs, output_dir, from_list, shard, skip_existing)

@@ -161,7 +161,7 @@ def select(info: VideoInfo, options: InputOptions) -> tuple[VideoInfo, Cut]:
     keep = [i for i, p in enumerate(info.pts)
             if (p - origin) * tb >= lo and (hi is None or (p - origin) * tb < hi)]
     if not keep:
-        if lo >= info.duration:
+        if lo > (info.pts[-1] - origin) * tb:  # after the last frame begins
             raise OptionError(f"{info.name}: --start {_seconds(lo)} is at or beyond the end of the video "
                               f"({info.duration:.3f} s)")
         raise OptionError(f"{info.name}: no frame starts between {_seconds(lo)} and {_seconds(hi or lo)}")
