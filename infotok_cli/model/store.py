@@ -28,7 +28,6 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import WeightsError
 from .config import ModelConfig
-from .flex import FlexConfig, FlexTokenizer, load_release_state_dict
 from .infotok import InfoTok
 from .router_head import METADATA_KEY as HEAD_METADATA_KEY
 from .router_head import TENSOR_PREFIX as HEAD_PREFIX
@@ -284,6 +283,8 @@ def shipped_model_info() -> list[dict]:
 
 def load_flex(path: Path, meta: dict, device: str | torch.device) -> LoadedModel:
     """An imported InfoTok-Flex model from its safetensors file (metadata already read)."""
+    from .flex import FlexConfig, FlexTokenizer, load_release_state_dict  # only for these weights: a shorter start
+
     try:
         release = json.loads(meta["config"])
         cfg = FlexConfig.from_release(release)
