@@ -31,7 +31,8 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.
 
     Options as on the command line: beta (0.5), strategy (the model's default: "global", or "window" for
     an uncalibrated imported model), window (33), overlap (3), model, device, placement (the model's
-    default: "probe-gain", "error" for InfoTok-Flex), precision ("auto"), force; `progress` takes a
+    default: "probe-gain", "error" for InfoTok-Flex), precision ("auto"), force, scale ("W:H", ffmpeg's
+    meaning), start and duration (seconds, or "[HH:]MM:SS[.frac]"); `src` "-" reads stdin; `progress` takes a
     `(frames done, frames total)` callback. Pass a `tokenizer` to reuse a loaded model across calls (its
     own placement and precision then apply).
     """
@@ -45,7 +46,8 @@ def decompress(src: str | os.PathLike, dst: str | os.PathLike, *, model: str | o
     """`infotok decompress SRC DST`: returns the statistics `--json` prints.
 
     The model is the one the file names (if shipped) unless `model` or `tokenizer` is given; options:
-    lossless (False), audio (True), precision ("auto"), force, progress.
+    lossless (False), audio (True), precision ("auto"), force, progress; `dst` "-" writes the video to
+    stdout in the container `format` ("mkv", "mp4", "mov" or "nut").
     """
     if tokenizer is None:
         header, _, _ = read_header_and_index(src)
