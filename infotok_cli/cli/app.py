@@ -367,12 +367,15 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (`infotok`), also used by `python -m infotok_cli`. Run as the program
     (`argv` None), a command that asked for it (`skip_teardown`) ends the process at once when done; with
     `argv` given, e.g. from a script that goes on, it raises SystemExit as usual."""
+    code = 0
     try:
         app(args=argv, prog_name="infotok")
     except SystemExit as exc:
         if not _skip_teardown or argv is not None:
             raise
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    if not _skip_teardown or argv is not None:
+        return
     import logging
 
     try:
