@@ -38,7 +38,8 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.
     Options as on the command line: beta (0.5), strategy (the model's default: "global", or "window" for
     an uncalibrated imported model), window (33), overlap (3), model, device, placement (the model's
     default: "predicted" for weights with a learned router head, such as infotok-m; "probe-gain" for
-    other infotok weights; "error" for InfoTok-Flex), precision ("auto"), force; `progress` takes a
+    other infotok weights; "error" for InfoTok-Flex), precision ("auto"), force, scale ("W:H", ffmpeg's
+    meaning), start and duration (seconds, or "[HH:]MM:SS[.frac]"); `src` "-" reads stdin; `progress` takes a
     `(frames done, frames total)` callback. Pass a `tokenizer` to reuse a loaded model across calls (its
     own placement and precision then apply).
     """
@@ -53,7 +54,8 @@ def decompress(src: str | os.PathLike, dst: str | os.PathLike, *, model: str | o
     arrays `export` writes.
 
     The model is the one the file names (if shipped) unless `model` or `tokenizer` is given; options:
-    lossless (False), audio (True), precision ("auto"), force, progress.
+    lossless (False), audio (True), precision ("auto"), force, progress; `dst` "-" writes the video to
+    stdout in the container `format` ("mkv", "mp4", "mov" or "nut").
     """
     if tokenizer is None:
         header, _, _ = read_header_and_index(src)

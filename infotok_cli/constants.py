@@ -31,6 +31,8 @@ CODEBOOK_SIZE = math.prod(FSQ_LEVELS)  # 64000
 # training data is collected by (every output suffix and a few more that PyAV reads).
 VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 VIDEO_SUFFIXES = tuple(VIDEO_CONTAINERS)
+# Containers a video can be streamed in (`decompress ... - --format F`): name -> FFmpeg muxer.
+STREAM_FORMATS = {"mkv": "matroska", "mp4": "mp4", "mov": "mov", "nut": "nut"}
 VIDEO_INPUT_SUFFIXES = (*VIDEO_SUFFIXES, ".avi", ".webm")
 
 DEVICES = ("auto", "cpu", "cuda")

@@ -150,3 +150,22 @@ def test_import_stays_light() -> None:
             "assert 'torch' not in sys.modules and 'av' not in sys.modules; infotok_cli.Tokenizer; "
             "assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_input_options_and_a_stream_out(tmp_path: Path, moving_video: Path, tiny_weights: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line's --scale / --start / --duration and `-` with --format, as keyword arguments."""
+    import io
+
+    import av
+
+    tok = Tokenizer(tiny_weights, "cpu")
+    stats = infotok_cli.compress(moving_video, tmp_path / "cut.itok", tokenizer=tok, scale="24:-1", start=0.1,
+                                 duration="0.5", **OPTIONS)
+    assert (stats["frames"], stats["width"], stats["height"], stats["source_width"]) == (15, 24, 16, 48)
+    buf = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(buf))
+    stats = infotok_cli.decompress(tmp_path / "cut.itok", "-", tokenizer=tok, format="nut")
+    assert stats["output"] == "-" and stats["file_bytes"] == len(buf.getvalue()) > 0
+    with av.open(io.BytesIO(buf.getvalue()), format="nut") as c:
+        assert sum(1 for _ in c.decode(video=0)) == 15

@@ -142,3 +142,30 @@ def test_decompress_and_inspect_batches_from_stdin(tmp_path: Path, clips: list[P
         status = ("input", "output", "status", "exit_code", "error", "seconds")
         assert json.loads(single.stdout) == {k: v for k, v in line.items() if k not in status}
     assert_fails(run_in_process("inspect", *files, "--csv", tmp_path / "x.csv"), 2, "one file")
+
+
+def test_input_options_apply_to_every_input_and_pipes_are_single_file(tmp_path: Path, clips: list[Path],
+                                                                      tiny_weights: Path) -> None:
+    """--scale / --start / --duration work per input in a batch; `-` (stdin / stdout) is a usage error there;
+    decompress --format picks the outputs' container."""
+    good = [c for c in clips if c.name != "corrupt.mp4"]
+    out = tmp_path / "itok"
+    proc = infotok("compress", *good, "-o", out, "-m", tiny_weights, *COMMON, "--scale", "16:-2", "--start", "0.1",
+                   "--duration", "0.1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    for line, src in zip(json_lines(proc.stdout), good):
+        info = probe_video(src)
+        assert (line["width"], line["source_width"], line["frames"]) == (16, info.width, 3)
+        header = read_header_and_index(Path(line["output"]))[0]
+        assert header.height == 2 * round(16 * info.height / info.width / 2) and header.pts[0] == 0
+    proc = infotok("compress", good[0], "-o", tmp_path / "late", "-m", tiny_weights, "--start", "5", "--json")
+    assert proc.returncode == 7 and json_lines(proc.stdout)[0]["exit_code"] == 2  # beyond this input's end
+    assert_fails(run_in_process("compress", good[0], "-", "-o", out, "-m", tiny_weights), 2, "stdin")
+    assert_fails(run_in_process("decompress", *out.iterdir(), "-o", "-"), 2, "-o takes a directory")
+    assert_fails(run_in_process("compress", *good, "-o", out, "--scale", "wide"), 2, "--scale")
+    assert_fails(run_in_process("decompress", *out.iterdir(), "-o", tmp_path / "v", "--format", "nut"), 2, "nut")
+    videos = tmp_path / "videos"
+    assert run_in_process("decompress", *out.iterdir(), "-o", videos, "--format", "mkv", "-m", tiny_weights,
+                          "-q").returncode == 0
+    assert sorted(p.name for p in videos.iterdir()) == ["a.mkv", "b.mkv", "c.mkv"]
+    assert probe_video(videos / "a.mkv").num_frames == 3

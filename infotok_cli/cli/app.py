@@ -352,6 +352,36 @@ ShardOpt = Annotated[str | None, typer.Option(
 CsvOpt = Annotated[str | None, typer.Option("--csv", metavar="PATH|-", help="Write the rows as CSV (- = stdout).")]
 
 
+_skip_teardown = False
+
+
+def skip_teardown() -> None:
+    """Let `main` end the process without the interpreter's teardown (a command that loaded torch:
+    unloading it takes a good part of a short run). Only for commands whose outputs are committed and
+    temporaries removed by the time they return, and that start no helper processes."""
+    global _skip_teardown
+    _skip_teardown = True
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point (`infotok`), also used by `python -m infotok_cli`."""
-    app(args=argv, prog_name="infotok")
+    """Console-script entry point (`infotok`), also used by `python -m infotok_cli`. Run as the program
+    (`argv` None), a command that asked for it (`skip_teardown`) ends the process at once when done; with
+    `argv` given, e.g. from a script that goes on, it raises SystemExit as usual."""
+    code = 0
+    try:
+        app(args=argv, prog_name="infotok")
+    except SystemExit as exc:
+        if not _skip_teardown or argv is not None:
+            raise
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    if not _skip_teardown or argv is not None:
+        return
+    import logging
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # e.g. the reader of a pipe went away
+        code = code or 1
+    logging.shutdown()
+    os._exit(code)

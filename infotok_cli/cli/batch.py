@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from ..constants import VIDEO_SUFFIXES
 from ..io.batch import (  # noqa: F401 - the planning's names, re-exported for the command line's callers
     MAX_LIST_BYTES,
     BatchItem,
@@ -73,6 +74,8 @@ def batch_inputs(positional: list[Path] | None, from_list: str | None, shard: st
         inputs += [Path(p) for p in read_list(from_list)]
     if not inputs:
         raise CliError("no inputs given (pass files, or --from-list FILE)", EXIT_USAGE)
+    if any(str(p) == "-" for p in inputs):
+        raise CliError("- (stdin) holds one video: give it as the only input, without batch options", EXIT_USAGE)
     return select_shard(unique(inputs), parse_shard(shard) if shard is not None else None)
 
 
@@ -80,6 +83,9 @@ def batch_outputs(inputs: list[Path], out_dir: Path | None, suffix: str, force: 
     """The batch's items, with every check that can be made before any work (exit 2 or 5)."""
     if out_dir is None:
         raise CliError("batch mode (--from-list, --shard, --skip-existing or several inputs) needs -o DIR",
+                       EXIT_USAGE)
+    if str(out_dir) == "-":
+        raise CliError("-o takes a directory; stdout (-) takes one video: give INPUT - without batch options",
                        EXIT_USAGE)
     if force and skip_existing:
         raise CliError("--force and --skip-existing contradict each other; pick one", EXIT_USAGE)
@@ -164,10 +170,15 @@ def compress_batch(args: BatchArgs, options: dict, tokenizer: dict, force: bool,
 
 
 def decompress_batch(args: BatchArgs, options: dict, model: str | None, device: str, precision: str, force: bool,
-                     json_out: bool, quiet: bool) -> None:
-    """`decompress INPUTS... -o DIR`: every file to DIR/<stem>.mp4, each model loaded once."""
+                     json_out: bool, quiet: bool, container: str | None = None) -> None:
+    """`decompress INPUTS... -o DIR`: every file to DIR/<stem>.mp4 (or the suffix `container` names), each
+    model loaded once."""
     with errors(codec_code=EXIT_CONTAINER):
-        items = batch_outputs(batch_inputs(args.inputs, args.from_list, args.shard), args.out_dir, ".mp4", force,
+        suffix = f".{container or 'mp4'}"
+        if suffix not in VIDEO_SUFFIXES:
+            raise CliError(f"--format {container} is for a stream (-); files are written as mkv, mp4 or mov",
+                           EXIT_USAGE)
+        items = batch_outputs(batch_inputs(args.inputs, args.from_list, args.shard), args.out_dir, suffix, force,
                               args.skip_existing)
         from ..coding.tokenizer import TokenizerCache  # torch only now: mistakes above are reported at once
         from ..errors import WeightsError

@@ -9,6 +9,7 @@ is kept as it is in an AUDIO chunk, a `--target-psnr` run's per-window quality i
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,11 +21,12 @@ import torch
 
 from ..constants import __version__
 from ..errors import AudioError
-from ..format.chunks import PSNR_CAP, WindowQuality, pack_audio, pack_quality
+from ..format.chunks import PSNR_CAP, AudioTrack, WindowQuality, pack_audio, pack_quality
 from ..format.header import Header
 from ..format.layout import CHUNK_AUDIO, CHUNK_QUALITY
 from ..io.audio import read_audio
 from ..io.files import itok_writer
+from ..io.source import STDIN, STDIN_NAME, InputOptions, select, source_path, trim_audio
 from ..io.video import VideoInfo, iter_frames, probe_video
 from .geometry import Progress, check_window, iter_windows, padded_size
 from .rate import check_budget, check_quality_options, tokens_for_quality, video_rates, window_rate
@@ -65,6 +67,11 @@ class CompressResult:
     precision: str = "fp32"  # the precision the model ran in (precision.py)
     strategy: str = ""  # the budget strategy used (the model's default when none was given)
     placement: str = ""  # the router's placement (router.py)
+    # the input's own frame size (width/height are the coded size, which --scale may change) and the source
+    # time of the first coded frame after the input's first frame (--start)
+    source_width: int = 0
+    source_height: int = 0
+    start_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,7 +104,8 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
                    strategy: str | None = None, window: int = 33, overlap: int = 3, overwrite: bool = False,
                    progress: Progress | None = None, mask_fn: MaskFn | None = None,
                    target_psnr: float | None = None, max_bpp16: float | None = None,
-                   audio: bool = True) -> CompressResult:
+                   audio: bool = True, scale: str | tuple[int, int] | None = None,
+                   start: str | float | None = None, duration: str | float | None = None) -> CompressResult:
     """Compress `src` to the .itok file `dst`; returns the statistics of the result.
 
     `mask_fn` replaces the router's placement (top-k of the tokenizer's placement score) for baselines;
@@ -112,21 +120,41 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
 
     `audio`: keep the source's first audio stream, its compressed packets as they are, in an AUDIO
     chunk (a stream that cannot be kept is dropped with a notice).
+
+    `scale` ("W:H", ffmpeg's meaning), `start` and `duration` (seconds) choose what is coded of the input
+    (io/source.py; the audio is cut to match); `src` "-" reads the video from stdin.
     """
     strategy = strategy or tok.default_strategy
     check_budget(strategy, beta)
     check_window(window, overlap)
     check_quality_options(target_psnr, max_bpp16)
+    selection = InputOptions.parse(scale, start, duration)  # before any input is read
     t0 = time.perf_counter()
-    info = probe_video(src)
-    track, audio_note = None, None
-    if audio and info.has_audio:
-        try:
-            track = read_audio(src)
-        except AudioError as e:
-            audio_note = f"the audio is not kept: {e}"
-    elif info.has_audio:
-        audio_note = "the input has audio; it is not kept (--no-audio)"
+    with source_path(src) as path:
+        probed = probe_video(path)
+        if os.fspath(src) == STDIN:
+            probed.name = STDIN_NAME
+        info, cut = select(probed, selection)
+        track, audio_note = None, None
+        if audio and info.has_audio:
+            try:
+                track = read_audio(path)
+                track = trim_audio(track, cut) if track is not None and selection.trims else track
+                audio_note = None if track is not None else "the input's audio has no packet in the kept interval"
+            except AudioError as e:
+                audio_note = f"the audio is not kept: {e}"
+        elif info.has_audio:
+            audio_note = "the input has audio; it is not kept (--no-audio)"
+        return _compress(path, src, dst, tok, info, track, audio_note, t0, beta=beta, strategy=strategy,
+                         window=window, overlap=overlap, overwrite=overwrite, progress=progress, mask_fn=mask_fn,
+                         target_psnr=target_psnr, max_bpp16=max_bpp16)
+
+
+def _compress(path: Path, src: str | Path, dst: str | Path, tok: Tokenizer, info: VideoInfo, track: AudioTrack | None,
+              audio_note: str | None, t0: float, *, beta: float, strategy: str, window: int, overlap: int,
+              overwrite: bool, progress: Progress | None, mask_fn: MaskFn | None, target_psnr: float | None,
+              max_bpp16: float | None) -> CompressResult:
+    """compress_video once the input is known: `path` to read, `info` the frames to code."""
     if target_psnr is not None:
         # The budget options do not apply; the header records the rate control in `extra`.
         strategy, beta = "window", 1.0
@@ -134,7 +162,11 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
         if max_bpp16 is not None:
             extra["max_bpp16"] = float(max_bpp16)
     else:
-        extra = None
+        extra = {}
+    if info.scaled:
+        extra["source_size"] = [info.source_width, info.source_height]
+    if info.start_pts:
+        extra["source_start_pts"] = info.start_pts
     header = make_header(info, tok, window, overlap, beta, strategy, extra)
     hp, wp = header.padded_height, header.padded_width
     rates: list[float] = []
@@ -162,7 +194,7 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
         k_prev: float | None = None  # previous window's keep rate: the search's warm start
         # the head's rate curve guides the search instead (and no full-rate decode is made up front)
         guided = mask_fn is None and tok.predicts_quality
-        for start, frames in iter_windows(iter_frames(src, info), info.num_frames, window, overlap):
+        for start, frames in iter_windows(iter_frames(path, info), info.num_frames, window, overlap):
             a = tok.analyse(frames, start, (hp, wp), measure=target_psnr is not None and not guided)
             if target_psnr is not None:
                 n = a.error.numel()
@@ -210,4 +242,6 @@ def compress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, beta: fl
         windows_short=quality.short() if quality else 0, search_probes=probes,
         audio=track.summary() if track is not None else None, precision=tok.precision.name,
         strategy=strategy, placement=tok.placement if mask_fn is None else "custom",
+        source_width=info.source_width or info.width, source_height=info.source_height or info.height,
+        start_seconds=float(info.start_pts * info.time_base),
     )

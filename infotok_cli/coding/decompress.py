@@ -90,6 +90,7 @@ class DecompressResult:
     audio: dict | None = None  # the audio muxed into the output (AudioTrack.summary()), if any
     notices: list[str] = field(default_factory=list)
     precision: str = "fp32"  # the precision the model ran in (precision.py)
+    file_bytes: int = 0  # the size of the video written (to a file or to stdout)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,9 +99,12 @@ class DecompressResult:
 
 def decompress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, lossless: bool = False,
                      overwrite: bool = False, progress: Progress | None = None,
-                     audio: bool = True) -> DecompressResult:
+                     audio: bool = True, format: str | None = None) -> DecompressResult:
     """Decode the .itok file `src` (or the arrays `export` writes) to the video `dst` with the source's size,
-    frame count and timing, and (unless `audio` is false) the source's audio, muxed back as it was stored."""
+    frame count and timing, and (unless `audio` is false) the source's audio, muxed back as it was stored.
+
+    `dst` "-" streams the video to stdout in the container `format` (mkv, mp4, mov or nut;
+    constants.STREAM_FORMATS), e.g. for `| ffplay -`; a file's container follows its suffix."""
     t0 = time.perf_counter()
     with open_tokens(src) as reader:
         h = reader.header
@@ -110,7 +114,7 @@ def decompress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, lossle
         with VideoWriter(dst, h.width, h.height, fps, pts=list(h.pts),
                          time_base=Fraction(h.time_base_num, h.time_base_den), rotation=h.rotation,
                          sar=Fraction(h.sar_num, h.sar_den), lossless=lossless, overwrite=overwrite,
-                         audio=track) as out:
+                         audio=track, container=format) as out:
             count = 0
             for frame in iter_decoded(reader, tok, progress):
                 out.write(frame)
@@ -121,5 +125,5 @@ def decompress_video(src: str | Path, dst: str | Path, tok: Tokenizer, *, lossle
     return DecompressResult(input=str(src), output=str(dst), frames=count, width=h.width, height=h.height,
                             seconds=seconds, frames_per_second=count / seconds, lossless=lossless,
                             audio=track.summary() if track is not None else None, notices=out.notices,
-                            precision=tok.precision.name)
+                            precision=tok.precision.name, file_bytes=out.bytes_written)
 

@@ -325,12 +325,12 @@ class Tokenizer:
     def compress_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = False,
                       **options: Any) -> CompressResult:
         """Compress the video `src` to the .itok file `dst` (options: beta, strategy, window, overlap,
-        target_psnr, max_bpp16, audio, progress; see `compress.compress_video`)."""
+        target_psnr, max_bpp16, audio, scale, start, duration, progress; see `compress.compress_video`)."""
         return compress_video(src, dst, self, overwrite=force, **options)
 
     def decompress_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = False,
                         **options: Any) -> DecompressResult:
-        """Decode the .itok file (or export) `src` to the video `dst` (options: lossless, audio, progress)."""
+        """Decode the .itok file (or export) `src` to the video `dst` (options: lossless, audio, format, progress)."""
         with open_tokens(src) as reader:
             header = reader.header
         self.check_weights(header.weights_sha256, header.model_name)

@@ -62,6 +62,18 @@ class VideoInfo:
     has_audio: bool = False
     bit_depth: int = 8
     pix_fmt: str = "yuv420p"
+    # A selection (io/source.py): the frames are the source's from `first_frame` on, scaled from
+    # source_width x source_height (0: not scaled); start_pts: the first frame's source time after the
+    # source's first frame, in time_base ticks.
+    first_frame: int = 0
+    source_width: int = 0
+    source_height: int = 0
+    start_pts: int = 0
+
+    @property
+    def scaled(self) -> bool:
+        """Whether frames are resampled from another (the source's) size."""
+        return bool(self.source_width) and (self.source_width, self.source_height) != (self.width, self.height)
 
     @property
     def fps(self) -> Fraction:
@@ -304,6 +316,10 @@ def _average_rate(stream: av.video.stream.VideoStream, pts: list[int], time_base
 def iter_frames(path: str | Path, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
     """Yield the frames of ``path`` one at a time as C-contiguous uint8 RGB arrays ``[H, W, 3]``.
 
+    A selection's ``info`` (io/source.py) skips the frames before ``info.first_frame`` and resamples
+    frames to ``info.width`` x ``info.height``: swscale's area filter when the picture shrinks (every
+    source pixel counts, no aliasing, no ringing), bicubic (ffmpeg's default) when it grows.
+
     High-bit-depth input is converted to 8-bit rgb24 (by swscale, honouring the frame's colour
     matrix and range tags). Exactly ``info.num_frames`` frames are produced in presentation order,
     at the coded size (rotation is *not* applied): if a damaged stream decodes to fewer frames, the
@@ -324,14 +340,21 @@ def _frames(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
     container = _open_input(path)
     produced = 0
     last: np.ndarray | None = None
+    interpolation = None
+    if info.scaled:
+        shrinks = info.width <= info.source_width and info.height <= info.source_height
+        interpolation = "AREA" if shrinks else "BICUBIC"
     try:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"  # frame threading: still in order, several times faster
-        for frame in _decode_tolerant(container, stream, path):
+        for index, frame in enumerate(_decode_tolerant(container, stream, path)):
+            if index < info.first_frame:
+                continue  # before the selection's start (decoded: frames depend on earlier ones)
             if produced >= info.num_frames:
-                break  # decoder produced extra frames (should not happen): keep the contract
+                break  # the selection's end, or extra frames from the decoder: keep the contract
             if frame.width != info.width or frame.height != info.height or frame.format.name != "rgb24":
-                frame = frame.reformat(width=info.width, height=info.height, format="rgb24")
+                frame = frame.reformat(width=info.width, height=info.height, format="rgb24",
+                                       interpolation=interpolation)
             last = np.ascontiguousarray(frame.to_ndarray())
             produced += 1
             yield last

@@ -8,22 +8,26 @@ Every failure surfaces as a `VideoError` with a one-line message meant for end u
 from __future__ import annotations
 
 import math
+import sys
 from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import av
 import numpy as np
 
-from ..constants import VIDEO_CONTAINERS
+from ..constants import STREAM_FORMATS, VIDEO_CONTAINERS
 from ..errors import AudioError, VideoExistsError, one_line
 from ..format.chunks import AudioTrack
 from .atomic import AtomicFile, OutputExistsError
 from .audio import AudioMuxer, container_holds, transcode_to_aac
 from .video import av_reason, video_error
 
-__all__ = ["LOSSLESS_CODEC", "VideoWriter"]
+__all__ = ["LOSSLESS_CODEC", "STDOUT", "VideoWriter"]
+
+STDOUT = "-"  # the output path that means the standard output
 
 # libx264's RGB variant at qp 0 is mathematically lossless on rgb24 input and decodes back to
 # planar GBR, which converts to rgb24 by a pure byte shuffle, so frames round-trip bit-exactly.
@@ -64,6 +68,11 @@ class VideoWriter:
 
     ``pix_fmt`` (an addition to the original interface) selects the libx264 pixel format, e.g.
     yuv420p for small files; 4:2:0/4:2:2 need even sizes.
+
+    ``path`` ``-`` writes to the standard output in the container ``container`` (a `STREAM_FORMATS`
+    name: mkv, mp4, mov or nut), for a pipe (``| ffplay -``). MP4/MOV are written fragmented there (a
+    pipe cannot be rewound to write the index). A stream cannot be taken back: on an error it ends early
+    (and the error is raised) instead of leaving nothing.
     """
 
     def __init__(
@@ -82,8 +91,11 @@ class VideoWriter:
         overwrite: bool = False,
         pix_fmt: str | None = None,
         audio: AudioTrack | None = None,
+        container: str | None = None,
     ) -> None:
+        self.to_stdout = str(path) == STDOUT
         self.path = Path(path)
+        self.container = container
         self.notices: list[str] = []
         self.width, self.height = int(width), int(height)
         self.fps = Fraction(fps)
@@ -92,7 +104,7 @@ class VideoWriter:
         self.overwrite = overwrite
         self._validate(rotation, sar, lossless, crf, pix_fmt)
 
-        self._format = VIDEO_CONTAINERS[self.path.suffix.lower()]
+        self._format = STREAM_FORMATS[container] if container else VIDEO_CONTAINERS[self.path.suffix.lower()]
         self._tick = self._encoder_time_base()
         # Given timestamps in encoder ticks (exact: the tick divides time_base), and the nominal
         # frame spacing in ticks, used for constant-rate output when no pts are given.
@@ -111,7 +123,7 @@ class VideoWriter:
         self._closed = False
         self._audio: AudioMuxer | None = None
         try:
-            self._out = AtomicFile(self.path, overwrite=self.overwrite)
+            self._out = StdoutSink() if self.to_stdout else AtomicFile(self.path, overwrite=self.overwrite)
         except OutputExistsError:
             raise VideoExistsError(one_line(f"{self.path}: output file already exists (pass overwrite=True "
                                              "to replace it)")) from None
@@ -133,13 +145,18 @@ class VideoWriter:
             raise video_error(self.path, f"cannot set up the encoder ({av_reason(exc)})") from exc
 
     def _validate(self, rotation: int, sar: Fraction, lossless: bool, crf: int, pix_fmt: str | None) -> None:
-        if self.path.suffix.lower() not in VIDEO_CONTAINERS:
+        if self.container is not None and self.container not in STREAM_FORMATS:
+            raise video_error(self.path, f"unknown container {self.container!r} (use {', '.join(STREAM_FORMATS)})")
+        if self.to_stdout:
+            if self.container is None:
+                raise video_error(self.path, f"writing to stdout needs a container ({', '.join(STREAM_FORMATS)})")
+        elif self.path.suffix.lower() not in VIDEO_CONTAINERS:
             known = ", ".join(sorted(VIDEO_CONTAINERS))
             raise video_error(self.path, f"unsupported output extension {self.path.suffix!r} (use {known})")
-        if self.path.exists() and not self.overwrite:
+        elif self.path.exists() and not self.overwrite:
             raise VideoExistsError(one_line(f"{self.path}: output file already exists (pass overwrite=True "
                                              "to replace it)"))
-        if not self.path.parent.is_dir():
+        elif not self.path.parent.is_dir():
             raise video_error(self.path, "output directory does not exist")
         if self.width <= 0 or self.height <= 0:
             raise video_error(self.path, f"invalid frame size {self.width}x{self.height}")
@@ -185,10 +202,13 @@ class VideoWriter:
         """MP4/MOV: fix the track timescale to our tick, and give the movie header the same one: its
         default (1000) would round the edit list that encodes a non-zero first timestamp to whole
         milliseconds, shifting every timestamp on read."""
-        if self._format not in ("mp4", "mov") or self._tick.numerator != 1:
+        if self._format not in ("mp4", "mov"):
             return {}
-        scale = str(self._tick.denominator)
-        return {"movie_timescale": scale, "video_track_timescale": scale}
+        options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"} if self.to_stdout else {}
+        if self._tick.numerator == 1:
+            scale = str(self._tick.denominator)
+            options.update(movie_timescale=scale, video_track_timescale=scale)
+        return options
 
     def _add_stream(
         self, rotation: int, sar: Fraction, lossless: bool, crf: int, pix_fmt: str | None
@@ -313,6 +333,13 @@ class VideoWriter:
             self._abort()
             raise video_error(self.path, f"cannot finish writing ({av_reason(exc)})") from exc
 
+    @property
+    def bytes_written(self) -> int:
+        """The size of the finished video (0 before close)."""
+        if not self._closed:
+            return 0
+        return self._out.bytes if isinstance(self._out, StdoutSink) else self.path.stat().st_size
+
     def _abort(self) -> None:
         """Drop the partial output; never raises (we are usually already handling an error)."""
         if not self._closed:
@@ -324,6 +351,29 @@ class VideoWriter:
         if self._audio is not None:
             self._audio.close()
         self._out.abort()
+
+
+class StdoutSink:
+    """The standard output in place of an AtomicFile: the same `file` / `commit` / `abort`, nothing to undo.
+    Only `write` is offered to FFmpeg, which then treats it as the pipe it is (no seeking back)."""
+
+    def __init__(self, stream: BinaryIO | None = None):
+        self._stream = stream or sys.stdout.buffer
+        self.bytes = 0
+        self.file = self
+
+    def write(self, data: bytes) -> int:
+        self.bytes += len(data)
+        return self._stream.write(data)
+
+    def commit(self) -> None:
+        self._stream.flush()
+
+    def abort(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:  # the reader went away: nothing more to tell it
+            pass
 
 
 def _chroma_subsampled(pix_fmt: str) -> bool:

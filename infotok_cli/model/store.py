@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from ..errors import WeightsError
 from .bounds import mapping, parse_json
 from .catalog import DEFAULT_MODEL, WEIGHTS_DIR, resolve_model_path, sha256_file, shipped_models, weights_identity
 from .config import ModelConfig
-from .flex import FlexConfig, FlexTokenizer, load_release_state_dict
 from .infotok import InfoTok
 from .router_head import METADATA_KEY as HEAD_METADATA_KEY
 from .router_head import TENSOR_PREFIX as HEAD_PREFIX
@@ -52,6 +52,17 @@ class LoadedModel:
     # None in weights written before it existed.
     e_ref_probe: float | None = None
     router_head: RouterHead | None = None  # the learned router head, where the weights carry one
+
+
+class SkipInit(TorchFunctionMode):
+    """Builds modules without the random initialisation of their parameters (torch.nn.init's in-place
+    functions do nothing), for a model whose every parameter is then loaded: a tenth of a second for
+    infotok-m, a good part of a short command's start-up. Only the current thread is affected."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", "") == "torch.nn.init" and func.__name__.endswith("_"):
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
 
 
 def save_weights(path: str | Path, model: InfoTok, e_ref: float, summary: dict | None = None,
@@ -143,7 +154,8 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
         check_tensors(path, {k: v for k, v in header.tensors.items() if k.startswith(HEAD_PREFIX)}, head_shapes,
                       {"F32"}, "the router head config")
     # Checked: allocate the model and read exactly the tensors the header listed.
-    model = InfoTok(config)
+    with SkipInit():  # every parameter is loaded below: no random initialisation first
+        model = InfoTok(config)
     tensors, head_group = {}, {}
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -217,6 +229,9 @@ def load_flex(path: Path, header: WeightsHeader, device: str | torch.device) -> 
     """An imported InfoTok-Flex model from its safetensors file (header already read), checked as
     load_model checks infotok weights."""
     meta = header.metadata
+    from .flex import FlexTokenizer, load_release_state_dict  # only for these weights: a shorter start
+    from .flex_config import FlexConfig
+
     try:
         cfg = FlexConfig.from_release(parse_json("config", meta["config"]))
         if meta.get("dtype", "float32") not in FLEX_DTYPES:

@@ -106,6 +106,22 @@ def token_entropy_of(reader: ItokReader) -> dict:
             "errors": errors}
 
 
+def source_size(header: Header) -> tuple[int, int]:
+    """The source's frame size: `extra.source_size` where the file was coded at another size (--scale)."""
+    size = header.extra.get("source_size")
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        return size[0], size[1]
+    return header.width, header.height
+
+
+def source_start(header: Header) -> float:
+    """Seconds from the source's first frame to the file's first frame (`extra.source_start_pts`, --start)."""
+    ticks = header.extra.get("source_start_pts")
+    if not isinstance(ticks, int) or isinstance(ticks, bool) or ticks < 0:
+        return 0.0
+    return ticks * header.time_base_num / header.time_base_den
+
+
 def summarize(header: Header, windows: list[WindowMeta], file_size: int, name: str = "") -> dict:
     """File-level statistics: geometry, timing, coding parameters, token usage and sizes."""
     kept = sum(w.kept for w in windows)
@@ -116,12 +132,17 @@ def summarize(header: Header, windows: list[WindowMeta], file_size: int, name: s
     pixels = header.num_frames * header.width * header.height
     fps = header.fps_num / header.fps_den
     keep_rate = kept / capacity if capacity else 0.0
+    source = source_size(header)
     return {
         "file": name,
         "file_bytes": file_size,
         "source": header.source_name,
         "width": header.width,
         "height": header.height,
+        # the source's size where --scale coded another one, and the source time of the first frame (--start)
+        "source_width": source[0],
+        "source_height": source[1],
+        "start_seconds": source_start(header),
         "frames": header.num_frames,
         "fps": f"{header.fps_num}/{header.fps_den}",
         "fps_value": fps,

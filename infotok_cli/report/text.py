@@ -41,13 +41,20 @@ def audio_line(a: dict) -> str:
             f"{a['duration_seconds']:.2f} s, {human_size(a['bytes'])}")
 
 
+def source_size(r: dict) -> str:
+    """`, scaled from WxH` where the coded size (`width` x `height`) is not the source's."""
+    w, h = r.get("source_width") or r["width"], r.get("source_height") or r["height"]
+    return "" if (w, h) == (r["width"], r["height"]) else f", scaled from {w}x{h}"
+
+
 def compress_rows(r: dict, options: dict, model: str) -> list[tuple[str, str]]:
     """Summary of a compress result (`CompressResult.to_dict()`) coded with `options`."""
     target, cap = options.get("target_psnr"), options.get("max_bpp16")
     rate_control = (f"target {target:g} dB" + (f", max BPP16 {cap:g}" if cap else "") if target is not None
                     else f"{options['strategy'] or r['strategy']}, beta {options['beta']:g}")
     rows = [
-        ("frames", f"{r['frames']} ({r['width']}x{r['height']})"),
+        ("frames", f"{r['frames']} ({r['width']}x{r['height']}{source_size(r)})"
+                   + (f", from {r['start_seconds']:.3f} s" if r.get("start_seconds") else "")),
         ("windows", f"{r['windows']} ({rate_control}, window {options['window']}, overlap {options['overlap']})"),
         ("tokens kept", f"{r['tokens_kept']:,} / {r['tokens_max']:,}"),
         ("keep rate", f"{r['keep_rate']:.4f}"),
@@ -128,7 +135,8 @@ def inspect_report(console: Console, insp, show_frames: bool) -> None:
                                             f"codes in {te['tokens']:,} tokens{unread}"))
     console.print(key_value_table(s["file"], [
         ("source", s["source"]),
-        ("geometry", f"{s['width']}x{s['height']}, {s['frames']} frames"),
+        ("geometry", f"{s['width']}x{s['height']}{source_size(s)}, {s['frames']} frames"
+                     + (f" from {s['start_seconds']:.3f} s of the source" if s.get("start_seconds") else "")),
         ("frame rate", f"{s['fps']} ({s['fps_value']:.3f} fps), {s['duration_seconds']:.2f} s"),
         ("model", f"{s['model']} (weights {s['weights_sha256'][:12]})"),
         ("decodes with", ", ".join(s["decodes_with"]) if s.get("decodes_with") else
