@@ -5,7 +5,8 @@
       at --rate, and the seam statistic (mean absolute difference across tile borders / across other
       columns and rows of the tiled reconstruction)
   python scripts/tiling_measure.py speed --clip CLIP --frames 9 --tiles 768:128
-      seconds per megapixel of a window's analysis + decode at 256x256 and 1920x1080, in one process
+      seconds per megapixel-frame of a window's analysis + decode at 256x256 and 1920x1080 (tiled and
+      whole), in one process
   python scripts/tiling_measure.py flex --clip CLIP --contexts 0,64,128,192,256
       InfoTok-Flex (the conformance fixture's reduced weights) on a 512x512 window in 256-pixel tiles with
       each context, against the whole frame
@@ -60,13 +61,13 @@ def seam_ratio(rec: np.ndarray, borders_x: list[int], borders_y: list[int]) -> f
 
 def code(tok: Tokenizer, frames: np.ndarray, rate: float) -> dict:
     n, h, w, _ = frames.shape
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     a = tok.analyse(frames, 0, padded_size(h, w))
     keep = tok.choose(a, tok.token_count(rate, a.indices.numel()))
     rec = tok.reconstruct_frames(a.indices, keep, n, h, w)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     full = tok.reconstruct_frames(a.indices, torch.ones_like(keep), n, h, w)
-    return {"indices": a.indices, "keep": keep, "rec": rec, "seconds": seconds,
+    return {"indices": a.indices, "keep": keep, "rec": rec, "seconds": seconds, "cpu": cpu,
             "psnr": psnr_video(rec, frames), "full_psnr": psnr_video(full, frames)}
 
 
@@ -105,12 +106,19 @@ def agree(tok: Tokenizer, frames: np.ndarray, tiles: list[tuple[int, int]], rate
 
 
 def speed(tok: Tokenizer, clip: str, frames: int, rate: float) -> list[dict]:
+    """Wall and CPU seconds per megapixel-frame of one window's analysis, placement and decode (CPU time is
+    the steadier figure on a shared machine); 256x256 before and after the large frames."""
     rows = []
-    for w, h in ((256, 256), (1920, 1080), (256, 256)):
+    tiled = tok.tile_spec
+    whole = tok.tiles(MAX_TILE // tiled.align * tiled.align, 0)
+    for w, h, spec in ((256, 256, tiled), (1920, 1080, tiled), (1920, 1080, whole), (256, 256, tiled)):
+        tok.tile_spec = spec
         x = read_clip(clip, frames, w, h)
         result = code(tok, x, rate)
-        rows.append({"size": f"{w}x{h}", "seconds": round(result["seconds"], 2),
-                     "seconds_per_mpixel_frame": round(result["seconds"] / (frames * w * h / 1e6), 3)})
+        mpix = frames * w * h / 1e6
+        rows.append({"size": f"{w}x{h}", "tiles": len(tok.tile_plan(*padded_size(h, w)) or [1]),
+                     "wall_s_per_mpix": round(result["seconds"] / mpix, 3),
+                     "cpu_s_per_mpix": round(result["cpu"] / mpix, 3)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -148,8 +156,11 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=9)
     p.add_argument("--rate", type=float, default=0.5)
     p.add_argument("--tiles", default="768:128", help="SIZE:HALO,... (agree, speed)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--contexts", default="0,64,128,192,256", help="flex")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tiles = [tuple(int(v) for v in item.split(":")) for item in args.tiles.split(",")]
     if args.what == "flex":
         flex(args.clip, args.frames, [int(v) for v in args.contexts.split(",")], args.rate)

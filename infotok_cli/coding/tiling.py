@@ -148,7 +148,7 @@ def core_frames(recon: torch.Tensor, tile: Tile, n: int, h: int, w: int
     part = recon[0, :, :n, rows.start:rows.start + max(0, bottom - top), cols.start:cols.start + max(0, right - left)]
     out = np.empty((n, part.shape[2], part.shape[3], 3), dtype=np.uint8)
     for i in range(n):
-        frame = part[:, i].float().clamp(-1, 1)  # a copy: recon stays as it was.add_(1).mul_(127.5).round_()
+        frame = part[:, i].float().clamp(-1, 1).add_(1).mul_(127.5).round_()  # clamp copies: recon stays
         out[i] = frame.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return out, (top, bottom, left, right)
 
@@ -222,7 +222,6 @@ class TiledPasses:
         """(per-position error [t,h,w] of a decode, PSNR of its reconstruction when `psnr`)."""
         error = torch.empty(self.grid)
         sse = [0.0, 0]
-
         assert self.frames is not None
 
         def sink(tile: Tile, recon: torch.Tensor) -> None:
