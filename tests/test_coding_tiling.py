@@ -131,24 +131,27 @@ def test_a_tiled_file_records_its_tiles_and_decodes_in_them(tmp_path: Path, toke
 def test_infotok_m_in_tiles_at_720p_matches_the_whole_frame() -> None:
     """The shipped model at 1280x720 (two 640-pixel tiles with the default 128-pixel halo) against one
     whole-frame pass: tokens agree on at least 99% of positions, PSNR within 0.05 dB at keep 0.5, and the
-    tile border is no seam (columns across it differ no more than other columns do)."""
+    tile border is no seam: the columns across it differ, relative to the other columns, no more than in
+    the whole-frame reconstruction (the clip's stripes make some columns differ more than others anyway).
+    One frame keeps the test short; the tiny model's tests above cover longer windows."""
     tok = Tokenizer("infotok-m", "cpu", precision="fp32")
-    frames = clip(5, 720, 1280)
+    frames = clip(1, 720, 1280)
     hw = (720, 1280)
     tiles = tok.tile_plan(*hw)
     assert tiles is not None and [t.core for t in tiles] == [(0, 720, 0, 640), (0, 720, 640, 1280)]
     tiled = tok.analyse(frames, 0, hw)
     keep = tok.choose(tiled, tiled.indices.numel() // 2)
-    decoded = tok.reconstruct_frames(tiled.indices, keep, 5, 720, 1280)
+    decoded = tok.reconstruct_frames(tiled.indices, keep, 1, 720, 1280)
     tok.tile_spec = tok.tiles(WHOLE, 0)
     whole = tok.analyse(frames, 0, hw)
     whole_keep = tok.choose(whole, whole.indices.numel() // 2)
-    reference = tok.reconstruct_frames(whole.indices, whole_keep, 5, 720, 1280)
+    reference = tok.reconstruct_frames(whole.indices, whole_keep, 1, 720, 1280)
     same = (tiled.indices == whole.indices) & (keep == whole_keep)
     assert same.float().mean() >= 0.99
     assert psnr_video(decoded, frames) == pytest.approx(psnr_video(reference, frames), abs=0.05)
     across, elsewhere = seam_mad(decoded, [640])
-    assert across <= elsewhere
+    whole_across, whole_elsewhere = seam_mad(reference, [640])
+    assert across / elsewhere <= whole_across / whole_elsewhere + 0.01
 
 
 def test_infotok_flex_codes_frames_beyond_its_rotary_table_in_tiles() -> None:
