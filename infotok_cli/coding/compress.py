@@ -89,6 +89,9 @@ def make_header(info: VideoInfo, tok: Tokenizer, window: int, overlap: int, beta
                 extra: dict | None = None) -> Header:
     """The .itok header for a source video coded with `tok` (frames padded to the model's stride)."""
     padded_height, padded_width = padded_size(info.height, info.width)
+    extra = {**(extra or {}), "precision": tok.precision.name, "placement": tok.placement}
+    if tok.tile_plan(padded_height, padded_width) is not None:  # coded in tiles: the decoder uses the same
+        extra["tiles"] = tok.tile_spec.record()
     return Header(
         source_name=info.name, width=info.width, height=info.height, num_frames=info.num_frames,
         fps_num=info.fps_num, fps_den=info.fps_den, time_base_num=info.time_base_num,
@@ -96,7 +99,7 @@ def make_header(info: VideoInfo, tok: Tokenizer, window: int, overlap: int, beta
         sar_num=info.sar_num, sar_den=info.sar_den, model_name=tok.name,
         weights_sha256=tok.sha256, window=window, overlap=overlap, beta=float(beta),
         strategy=strategy, padded_width=padded_width, padded_height=padded_height, encoder_version=__version__,
-        extra={**(extra or {}), "precision": tok.precision.name, "placement": tok.placement},
+        extra=extra,
     )
 
 

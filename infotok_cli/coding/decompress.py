@@ -24,7 +24,7 @@ from ..format.arrays import open_tokens
 from ..format.chunks import read_audio_chunk
 from ..format.reader import ItokReader
 from ..io.video_writer import VideoWriter
-from .geometry import Progress, blend_weights, to_frames
+from .geometry import Progress, blend_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     from .tokenizer import Tokenizer
@@ -50,6 +50,7 @@ class MemoryReader:
 def iter_decoded(reader: ItokReader, tok: Tokenizer, progress: Progress | None = None) -> Iterator[np.ndarray]:
     """Decode an open .itok file frame by frame (uint8 [H,W,3]), blending window overlaps."""
     h = reader.header
+    tiles = tok.recorded_tiles(h)  # decode in the encoder's tiles (InfoTok-Flex's tokens depend on them)
     carry: np.ndarray | None = None  # last frames of the previous window, waiting to be blended
     carry_end = 0
     done = 0
@@ -58,7 +59,7 @@ def iter_decoded(reader: ItokReader, tok: Tokenizer, progress: Progress | None =
         keep = torch.from_numpy(rec.keep_mask)
         indices = torch.zeros(keep.shape, dtype=torch.int64)
         indices[keep] = torch.from_numpy(rec.tokens.astype(np.int64))
-        frames = to_frames(tok.reconstruct(indices, keep), meta.frame_count, h.height, h.width)
+        frames = tok.reconstruct_frames(indices, keep, meta.frame_count, h.height, h.width, tiles)
         shared = carry_end - meta.frame_start
         if carry is not None and shared > 0:
             w = blend_weights(shared)[:, None, None, None]

@@ -67,7 +67,8 @@ def to_frames(x: torch.Tensor, n: int, h: int, w: int) -> np.ndarray:
     float copy of the whole window is made."""
     out = np.empty((n, h, w, 3), dtype=np.uint8)
     for i in range(n):
-        frame = x[0, :, i, :h, :w].float().clamp_(-1, 1).add_(1).mul_(127.5).round_()
+        # clamp, not clamp_: float() returns x itself when it is float32, and x must stay as it was
+        frame = x[0, :, i, :h, :w].float().clamp(-1, 1).add_(1).mul_(127.5).round_()
         out[i] = frame.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return out
 

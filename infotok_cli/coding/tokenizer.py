@@ -32,11 +32,12 @@ from ..model.router_head import dithered_score, extract_features, window_summary
 from ..model.store import LoadedModel, load_model
 from .compress import CompressResult, compress_video
 from .decompress import DecompressResult, MemoryReader, decompress_video, iter_decoded
-from .geometry import check_window, padded_size, plan_windows, to_frames, to_model_input
+from .geometry import check_window, padded_length, padded_size, plan_windows, to_frames, to_model_input
 from .metrics import psnr_video
 from .precision import Precision, resolve_device, resolve_precision
 from .rate import check_budget, rates_for
 from .router import position_error, probe_errors, probe_half, top_k_mask
+from .tiling import TILE_FLEX, TILE_INFOTOK, Tile, TiledPasses, TileSpec, plan_tiles
 
 CHUNK_PIXELS = 1 << 22  # pixels per chunk of the per-frame convolution stages
 Tracer = Callable[[str], AbstractContextManager]  # stage name -> a context manager around that stage
@@ -93,6 +94,7 @@ class Tokenizer:
                                   f"{self.default_placement} (its default)")
             self.head = self.head.to(self.device)
         self.tracer: Tracer | None = None
+        self.tile_spec = self.tiles(*(TILE_FLEX if self.is_flex else TILE_INFOTOK))
 
     @classmethod
     def for_file(cls, header: Header, model: str | os.PathLike | None = None, device: str | torch.device = "auto",
@@ -137,6 +139,30 @@ class Tokenizer:
                 f"{self.loaded.name} (weights {self.loaded.sha256[:12]}); pass the matching --model"
                 + ("" if model_name in (*shipped_models(), *imported_models()) else
                    f", or import it: `infotok models import CHECKPOINT --name {model_name}`"))
+
+    # -- tiles (tiling.py)
+
+    def tiles(self, size: int, halo: int) -> TileSpec:
+        """Tiles of cores of at most `size` pixels with `halo` pixels of context for this model: aligned to
+        infotok-m's attention windows; within InfoTok-Flex's rotary table."""
+        if self.is_flex:
+            cfg = self.model.cfg
+            return TileSpec(size, halo, cfg.spatial_compression, cfg.max_latent_side * cfg.spatial_compression)
+        return TileSpec(size, halo, SPATIAL_STRIDE * self.model.cfg.attn_window)
+
+    def tile_plan(self, height: int, width: int, spec: TileSpec | None = None) -> list[Tile] | None:
+        """The tiles of a padded frame size (None: coded whole)."""
+        return plan_tiles(height, width, spec or self.tile_spec)
+
+    def recorded_tiles(self, header: Any) -> TileSpec:
+        """The tiles a file's header records (its encoder's), else this tokenizer's."""
+        recorded = (getattr(header, "extra", None) or {}).get("tiles")
+        if not isinstance(recorded, dict):
+            return self.tile_spec
+        size, halo = recorded.get("size"), recorded.get("halo")
+        if type(size) is not int or type(halo) is not int:
+            raise CodecError(f"the header's tiles {recorded!r} are not two integers")
+        return self.tiles(size, halo)
 
     # -- the model on windows
 
@@ -199,6 +225,9 @@ class Tokenizer:
         PSNR of that reconstruction against `frames` (and the error is then the measured one).
         `predicted`: the router head's score and full-rate error estimate, from the encode alone.
         """
+        tiles = self.tile_plan(*padded_hw)
+        if tiles is not None:
+            return self._analyse_tiled(frames, start, padded_hw, measure, tiles)
         self.bound_chunks(*padded_hw)
         if self.placement == "predicted":
             return self._analyse_predicted(frames, start, padded_hw, measure)
@@ -245,6 +274,31 @@ class Tokenizer:
         return WindowAnalysis(start, frames.shape[0], x.shape[2] - frames.shape[0], indices[0].cpu(),
                               error.cpu(), full_psnr, score.cpu(), dither=True, summary=summary)
 
+    def _analyse_tiled(self, frames: np.ndarray, start: int, padded_hw: tuple[int, int], measure: bool,
+                       tiles: list[Tile]) -> WindowAnalysis:
+        """`analyse` with every pass run tile by tile (tiling.py): the same maps over the whole token grid."""
+        n = frames.shape[0]
+        grid = (1 + (padded_length(n) - 1) // TEMPORAL_STRIDE, padded_hw[0] // SPATIAL_STRIDE,
+                padded_hw[1] // SPATIAL_STRIDE)
+        passes = TiledPasses(self, tiles, grid, frames)
+        score = summary = full_psnr = error = None
+        if self.placement == "predicted":
+            indices, score, error, summary = passes.encode_predicted()
+            if measure:
+                error, full_psnr = passes.errors(indices, None, "full-rate decode", psnr=True)
+        else:
+            indices = passes.encode()
+            if measure or not self.skips_full_decode:
+                error, full_psnr = passes.errors(indices, None, "full-rate decode", psnr=measure)
+            if self.placement != "error":
+                dropped, sent = passes.probe_scores(indices)
+                estimate = sent * self.probe_scale
+                if error is None:
+                    error = estimate
+                score = dropped - (estimate if self.placement == "probe-gain" else error)
+        return WindowAnalysis(start, n, padded_length(n) - n, indices, error, full_psnr, score,
+                              dither=self.placement == "predicted", summary=summary)
+
     def probe_scores(self, x: torch.Tensor, codes: torch.Tensor,
                      grid: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """(error where dropped, error where sent) of every position of the latent `grid` [t,h,w] from the
@@ -266,7 +320,17 @@ class Tokenizer:
     def window_psnr(self, a: WindowAnalysis, keep: torch.Tensor, frames: np.ndarray) -> float:
         """PSNR of window `a` decoded from the tokens in `keep`, as a receiver decodes it (one pass)."""
         n, h, w, _ = frames.shape
-        return psnr_video(to_frames(self.reconstruct(a.indices, keep), n, h, w), frames)
+        return psnr_video(self.reconstruct_frames(a.indices, keep, n, h, w), frames)
+
+    def reconstruct_frames(self, indices: torch.Tensor, keep: torch.Tensor, n: int, h: int, w: int,
+                           spec: TileSpec | None = None) -> np.ndarray:
+        """Token indices [t,h,w] + keep mask -> the window's frames uint8 [n,h,w,3]; in tiles (`spec`, else
+        this tokenizer's) when the frame exceeds them."""
+        tiles = self.tile_plan(indices.shape[1] * SPATIAL_STRIDE, indices.shape[2] * SPATIAL_STRIDE, spec)
+        if tiles is None:
+            return to_frames(self.reconstruct(indices, keep), n, h, w)
+        with torch.no_grad():
+            return TiledPasses(self, tiles, tuple(indices.shape)).frames_of(indices, keep, n, h, w)
 
     @torch.no_grad()
     def reconstruct(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
