@@ -35,11 +35,8 @@ from .router import position_error, probe_half
 if TYPE_CHECKING:  # pragma: no cover
     from .tokenizer import Tokenizer
 
-# Defaults, from the measurements in docs/USAGE.md ("Tiling"). infotok-m: cores of at most 768 pixels with
-# a 128-pixel halo. InfoTok-Flex: cores of at most 512 pixels with 128 pixels of context, so a crop is at
-# most 768 pixels, its rotary table.
-TILE_INFOTOK = (768, 128)
-TILE_FLEX = (512, 128)
+# Each model family's default tile (core, halo) is its `default_tile` (model/family.py), chosen from the
+# measurements in docs/USAGE.md ("Tiling").
 MAX_TILE = 1 << 14  # bounds on the tile a file may record (a file can be untrusted)
 
 

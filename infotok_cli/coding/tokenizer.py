@@ -37,7 +37,7 @@ from .metrics import psnr_video
 from .precision import Precision, resolve_device, resolve_precision
 from .rate import check_budget, rates_for
 from .router import position_error, probe_errors, probe_half, top_k_mask
-from .tiling import TILE_FLEX, TILE_INFOTOK, Tile, TiledPasses, TileSpec, plan_tiles
+from .tiling import Tile, TiledPasses, TileSpec, plan_tiles
 
 CHUNK_PIXELS = 1 << 22  # pixels per chunk of the per-frame convolution stages
 Tracer = Callable[[str], AbstractContextManager]  # stage name -> a context manager around that stage
@@ -94,7 +94,7 @@ class Tokenizer:
                                   f"{self.default_placement} (its default)")
             self.head = self.head.to(self.device)
         self.tracer: Tracer | None = None
-        self.tile_spec = self.tiles(*(TILE_FLEX if self.is_flex else TILE_INFOTOK))
+        self.tile_spec = self.tiles(*self.model.default_tile)
 
     @classmethod
     def for_file(cls, header: Header, model: str | os.PathLike | None = None, device: str | torch.device = "auto",
@@ -143,12 +143,9 @@ class Tokenizer:
     # -- tiles (tiling.py)
 
     def tiles(self, size: int, halo: int) -> TileSpec:
-        """Tiles of cores of at most `size` pixels with `halo` pixels of context for this model: aligned to
-        infotok-m's attention windows; within InfoTok-Flex's rotary table."""
-        if self.is_flex:
-            cfg = self.model.cfg
-            return TileSpec(size, halo, cfg.spatial_compression, cfg.max_latent_side * cfg.spatial_compression)
-        return TileSpec(size, halo, SPATIAL_STRIDE * self.model.cfg.attn_window)
+        """Tiles of cores of at most `size` pixels with `halo` pixels of context for this model: starting where
+        the model's attention windows do, and no larger than its largest input (model/family.py)."""
+        return TileSpec(size, halo, self.model.tile_align, self.model.largest_side)
 
     def tile_plan(self, height: int, width: int, spec: TileSpec | None = None) -> list[Tile] | None:
         """The tiles of a padded frame size (None: coded whole)."""

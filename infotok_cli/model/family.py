@@ -7,6 +7,9 @@ A family is a torch module with
 - `for_inference_(dtype)`: eval mode, ready to run under autocast to `dtype` (in place; returns itself);
 - `default_placement`: the router placement used when the weights carry no learned router head;
 - `keep_count(rate, capacity)`: how many of a window's `capacity` positions a keep rate keeps;
+- `default_tile`: (core, halo) in pixels of the tiles a frame larger than the core is coded in
+  (coding/tiling.py); `tile_align`: the pixel grid tiles start on (where the model's attention windows
+  do); `largest_side`: the largest frame side the model takes at once, None for any;
 - `bound_memory(latent_frames_per_chunk)`: how many latent frames a per-frame stage may hold at once (a
   family that bounds its memory otherwise ignores it).
 """
@@ -26,6 +29,13 @@ def tokens_for_rate(rate: float, capacity: int) -> int:
 @runtime_checkable
 class TokenizerModel(Protocol):
     default_placement: ClassVar[str]
+    default_tile: ClassVar[tuple[int, int]]
+
+    @property
+    def tile_align(self) -> int: ...
+
+    @property
+    def largest_side(self) -> int | None: ...
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 

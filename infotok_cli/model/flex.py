@@ -357,6 +357,17 @@ class FlexTokenizer(nn.Module):
 
     # What the tokenizer engine calls on any model family (model/family.py).
     default_placement = "error"  # a decode costs this model 240 GFLOP per frame: the paper's one-decode router
+    # Cores of 512 pixels with 128 of context: a crop is at most 768 pixels, its rotary table (USAGE.md, "Tiling").
+    default_tile = (512, 128)
+
+    @property
+    def tile_align(self) -> int:
+        return self.cfg.spatial_compression
+
+    @property
+    def largest_side(self) -> int:
+        """The rotary table's side in pixels: the release codes nothing larger at once."""
+        return self.cfg.max_latent_side * self.cfg.spatial_compression
 
     def for_inference_(self, dtype: torch.dtype) -> FlexTokenizer:
         """Eval mode. The weights stay float32: autocast casts them per call, and the norms need float32."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..constants import SPATIAL_STRIDE
 from .config import ModelConfig
 from .family import tokens_for_rate
 from .fsq import FSQ
@@ -68,6 +69,14 @@ class InfoTok(nn.Module):
     # What the tokenizer engine calls on any model family (model/family.py).
     default_placement = "probe-gain"  # without a learned router head: two probe decodes per window
     keep_count = staticmethod(tokens_for_rate)
+    # Cores of 768 pixels with a 128-pixel halo: tokens as the whole frame's up to float noise (USAGE.md, "Tiling").
+    default_tile = (768, 128)
+    largest_side = None
+
+    @property
+    def tile_align(self) -> int:
+        """Tiles start on the attention windows' borders, so a crop's windows are the whole frame's."""
+        return SPATIAL_STRIDE * self.cfg.attn_window
 
     def bound_memory(self, latent_frames_per_chunk: int) -> None:
         """Run the per-frame 2-D stages this many latent frames at a time (results do not depend on it)."""
