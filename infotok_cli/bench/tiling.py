@@ -1,13 +1,13 @@
 """Measurements behind the tile defaults (coding/tiling.py, docs/USAGE.md "Tiling").
 
-  python scripts/tiling_measure.py agree --clip CLIP --size 1280x720 --frames 9 --tiles 256:64,256:128
+  python -m infotok_cli.bench.tiling agree --clip CLIP --size 1280x720 --frames 9 --tiles 256:64,256:128
       tiled against whole-frame coding of one window: token and keep-mask agreement, PSNR at full rate and
       at --rate, and the seam statistic (mean absolute difference across tile borders / across other
       columns and rows of the tiled reconstruction)
-  python scripts/tiling_measure.py speed --clip CLIP --frames 9 --tiles 768:128
+  python -m infotok_cli.bench.tiling speed --clip CLIP --frames 9 --tiles 768:128
       seconds per megapixel-frame of a window's analysis + decode at 256x256 and 1920x1080 (tiled and
       whole), in one process
-  python scripts/tiling_measure.py flex --clip CLIP --contexts 0,64,128,192,256
+  python -m infotok_cli.bench.tiling flex --clip CLIP --contexts 0,64,128,192,256
       InfoTok-Flex (the conformance fixture's reduced weights) on a 512x512 window in 256-pixel tiles with
       each context, against the whole frame
 
@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from infotok_cli.coding.geometry import padded_size
-from infotok_cli.coding.metrics import psnr_video
-from infotok_cli.coding.tiling import MAX_TILE, TileSpec
-from infotok_cli.coding.tokenizer import Tokenizer
-from infotok_cli.model.flex import FlexConfig, FlexTokenizer, load_release_state_dict
-from infotok_cli.model.store import FLEX_ARCHITECTURE, LoadedModel
+from ..coding.geometry import padded_size
+from ..coding.metrics import psnr_video
+from ..coding.tiling import MAX_TILE, TileSpec
+from ..coding.tokenizer import Tokenizer
+from ..model.flex import FlexConfig, FlexTokenizer, load_release_state_dict
+from ..model.store import FLEX_ARCHITECTURE, LoadedModel
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "data" / "infotok-flex"
 
