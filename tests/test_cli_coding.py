@@ -96,9 +96,9 @@ def test_a_piped_video_in_and_a_stream_out(tmp_path: Path, clip: Path, tiny_weig
 
 def test_bad_values_are_one_line_and_exit_2(tmp_path: Path, clip: Path, tiny_weights: Path) -> None:
     out = tmp_path / "x.itok"
+    # the command for one value of each kind (each run starts torch); test_io_source checks the parsing of the rest
     for args, fragment in ((("--scale", "640"), "--scale takes W:H"), (("--scale", "-1:16384"), "gives 24576x16384"),
-                           (("--start", "-1"), "must not be negative"), (("--start", "soon"), "--start takes"),
-                           (("--duration", "0"), "above 0"), (("--start", "0.8"), "beyond the end")):
+                           (("--start", "0.8"), "beyond the end")):
         assert_fails(infotok("compress", clip, out, "-m", tiny_weights, *args), 2, fragment)
     assert_fails(infotok("compress", clip, "-", "-m", tiny_weights), 2, "cannot go to stdout")
     proc = infotok_bytes("compress", "-", out, "-m", tiny_weights, "--start", "9", stdin=to_nut(clip))

@@ -62,6 +62,10 @@ def test_options_are_checked_before_any_input() -> None:
         InputOptions.parse(duration="0")
     with pytest.raises(OptionError, match="--duration"):
         InputOptions.parse(duration="-3")
+    for kwargs, fragment in (({"scale": "640"}, "--scale takes W:H"), ({"start": "-1"}, "must not be negative"),
+                             ({"start": "soon"}, "--start takes")):
+        with pytest.raises(OptionError, match=fragment):
+            InputOptions.parse(**kwargs)
 
 
 @pytest.fixture(scope="module")
