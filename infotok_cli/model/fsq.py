@@ -17,7 +17,7 @@ class FSQ(nn.Module):
         super().__init__()
         lv = torch.tensor(levels, dtype=torch.float32)
         self.register_buffer("levels", lv, persistent=False)
-        basis = torch.cumprod(torch.tensor([1, *levels[:-1]], dtype=torch.int64), 0)
+        basis = torch.tensor([math.prod(levels[:i]) for i in range(len(levels))], dtype=torch.int64)
         self.register_buffer("basis", basis, persistent=False)
         self.codebook_size = int(math.prod(levels))
 

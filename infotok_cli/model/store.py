@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from torch.overrides import TorchFunctionMode
 
 from ..errors import WeightsError
 from .bounds import mapping, parse_json
@@ -32,7 +31,7 @@ from .infotok import InfoTok
 from .router_head import METADATA_KEY as HEAD_METADATA_KEY
 from .router_head import TENSOR_PREFIX as HEAD_PREFIX
 from .router_head import HeadConfig, RouterHead, feature_channels, head_from_tensors, head_tensors
-from .weights_header import WeightsHeader, check_tensors, expected_tensors, read_header, skeleton
+from .weights_header import SkipInit, WeightsHeader, check_tensors, expected_tensors, read_header, skeleton
 
 WEIGHTS_FORMAT = "infotok-weights/1"
 FLEX_ARCHITECTURE = "infotok-flex"  # the `architecture` metadata of imported InfoTok-Flex weights
@@ -52,17 +51,6 @@ class LoadedModel:
     # None in weights written before it existed.
     e_ref_probe: float | None = None
     router_head: RouterHead | None = None  # the learned router head, where the weights carry one
-
-
-class SkipInit(TorchFunctionMode):
-    """Builds modules without the random initialisation of their parameters (torch.nn.init's in-place
-    functions do nothing), for a model whose every parameter is then loaded: a tenth of a second for
-    infotok-m, a good part of a short command's start-up. Only the current thread is affected."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__module__", "") == "torch.nn.init" and func.__name__.endswith("_"):
-            return args[0] if args else kwargs["tensor"]
-        return func(*args, **(kwargs or {}))
 
 
 def save_weights(path: str | Path, model: InfoTok, e_ref: float, summary: dict | None = None,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import WeightsError
 from .bounds import MAX_PARAMETERS, parse_json, short
@@ -92,9 +93,21 @@ def _entry(name: str, entry: dict, start: int, data_bytes: int) -> TensorEntry:
     return TensorEntry(tuple(shape), dtype)
 
 
+class SkipInit(TorchFunctionMode):
+    """Builds modules without the random initialisation of their parameters (torch.nn.init's in-place
+    functions do nothing), for a model whose every parameter is then loaded: a tenth of a second for
+    infotok-m, a good part of a short command's start-up. Only the current thread is affected."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", "") == "torch.nn.init" and func.__name__.endswith("_"):
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
 def skeleton(build: Callable[[], nn.Module], path: Path) -> nn.Module:
     """The module `build` makes, on the meta device (shapes only), with its parameter count checked."""
-    with torch.device("meta"):
+    # without SkipInit, torch's initialisers on meta tensors import its compiler (1.5 s of start-up)
+    with torch.device("meta"), SkipInit():
         module = build()
     parameters = sum(p.numel() for p in module.parameters())
     if parameters > MAX_PARAMETERS:
