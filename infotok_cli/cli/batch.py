@@ -16,17 +16,7 @@ from pathlib import Path
 import typer
 
 from ..constants import VIDEO_SUFFIXES
-from ..io.batch import (  # noqa: F401 - the planning's names, re-exported for the command line's callers
-    MAX_LIST_BYTES,
-    BatchItem,
-    Outcome,
-    parse_shard,
-    plan,
-    read_list,
-    run,
-    select_shard,
-    unique,
-)
+from ..io.batch import BatchItem, gather, parse_shard, plan, run, select_shard
 from .app import (
     EXIT_BATCH,
     EXIT_CONTAINER,
@@ -67,16 +57,14 @@ class BatchArgs:
 
 def batch_inputs(positional: list[Path] | None, from_list: str | None, shard: str | None) -> list[Path]:
     """Every input of a batch (arguments, then the list), without repeats, restricted to the shard."""
-    inputs = list(positional or [])
-    if from_list is not None:
-        if from_list != "-":
-            require_input(Path(from_list))
-        inputs += [Path(p) for p in read_list(from_list)]
+    if from_list is not None and from_list != "-":
+        require_input(Path(from_list))
+    inputs = gather(positional or [], from_list)  # the shard last, so that "no inputs" means none at all
     if not inputs:
         raise CliError("no inputs given (pass files, or --from-list FILE)", EXIT_USAGE)
     if any(str(p) == "-" for p in inputs):
         raise CliError("- (stdin) holds one video: give it as the only input, without batch options", EXIT_USAGE)
-    return select_shard(unique(inputs), parse_shard(shard) if shard is not None else None)
+    return select_shard(inputs, parse_shard(shard) if shard is not None else None)
 
 
 def batch_outputs(inputs: list[Path], out_dir: Path | None, suffix: str, force: bool, skip_existing: bool):
